@@ -1,0 +1,76 @@
+"""Build script for the optional compiled twins.
+
+Every hot path has a pure-Python twin, so the package installs and runs without a C
+compiler: set VASTAR_FAST_NO_EXTENSIONS=1 to skip the extensions, and a failed compile
+falls back to a pure install with a warning instead of failing ``pip install``.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+NO_EXTENSIONS = os.environ.get("VASTAR_FAST_NO_EXTENSIONS", "") not in ("", "0") or (
+    sys.implementation.name != "cpython"
+)
+
+EXTENSIONS = [
+    ("vastar_fast.protocol._codec_c", "src/vastar_fast/protocol/_codec_c.pyx"),
+    ("vastar_fast.sse._scanner_c", "src/vastar_fast/sse/_scanner_c.pyx"),
+]
+
+
+class OptionalBuildExt(build_ext):
+    """Build the compiled twins, but never fail the install over them."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # no compiler at all
+            self._warn(exc)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # this one failed to compile
+            self._warn(exc, ext.name)
+
+    @staticmethod
+    def _warn(exc: BaseException, name: str = "compiled twins") -> None:
+        sys.stderr.write(
+            f"WARNING: could not build {name} ({exc}); vastar_fast will use its pure-Python "
+            "twins, which work the same but slower.\n"
+        )
+
+
+def _extensions() -> list:
+    if NO_EXTENSIONS:
+        return []
+    sources = [(name, path) for name, path in EXTENSIONS if os.path.exists(path)]
+    if not sources:
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        sys.stderr.write("WARNING: Cython is not installed; building the pure-Python twins only.\n")
+        return []
+    extra = [] if sys.platform == "win32" else ["-O3"]
+    exts = [
+        Extension(name, [path], include_dirs=["csrc"], extra_compile_args=extra)
+        for name, path in sources
+    ]
+    return cythonize(
+        exts,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "embedsignature": True,
+        },
+        quiet=True,
+    )
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
