@@ -1,0 +1,61 @@
+"""vastar_fast: a fast, drop-in replacement for ``vastar_connector_sdk``.
+
+Change ``from vastar_connector_sdk import X`` to ``from vastar_fast import X``; names,
+signatures, defaults and behaviour are the released SDK's. Hot paths run in compiled
+Cython twins when they are built; :data:`ACCELERATED` says whether they all are.
+"""
+
+import logging as _logging
+
+from .client import HealthStatus, HTTPStream, RuntimeClient
+from .errors import ConnectorException, FrameTooLargeError, ProtocolError
+from .protocol import ACCELERATED as _CODEC_ACCELERATED
+from .response_helpers import HTTPResponseHelper
+from .retry import retry_with_backoff
+from .sse import ACCELERATED as _SSE_ACCELERATED
+from .sse import SSEDecoder, SSEParser
+from .types import (
+    DEFAULT_SOCKET_PATH,
+    DEFAULT_TIMEOUT_MS,
+    FRAME_LENGTH_SIZE,
+    MAX_PAYLOAD_SIZE,
+    MESSAGE_TYPE_SIZE,
+    ErrorClass,
+    HTTPRequest,
+    HTTPResponse,
+    MessageType,
+    RuntimeConfig,
+)
+
+__version__ = "0.1.0"
+
+ACCELERATED: bool = _CODEC_ACCELERATED and _SSE_ACCELERATED
+"""True when every compiled twin (wire codec, SSE scanner) is live."""
+
+__all__ = [
+    "ACCELERATED",
+    "DEFAULT_SOCKET_PATH",
+    "DEFAULT_TIMEOUT_MS",
+    "FRAME_LENGTH_SIZE",
+    "MAX_PAYLOAD_SIZE",
+    "MESSAGE_TYPE_SIZE",
+    "ConnectorException",
+    "ErrorClass",
+    "FrameTooLargeError",
+    "HTTPRequest",
+    "HTTPResponse",
+    "HTTPResponseHelper",
+    "HTTPStream",
+    "HealthStatus",
+    "MessageType",
+    "ProtocolError",
+    "RuntimeClient",
+    "RuntimeConfig",
+    "SSEDecoder",
+    "SSEParser",
+    "retry_with_backoff",
+]
+
+# A library never configures logging; it only keeps Python's last-resort handler from
+# printing its records when the application has not configured any.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())

@@ -1,0 +1,390 @@
+"""The synchronous ``RuntimeClient``: a thin blocking driver of the sans-I/O core.
+
+One connection carries many requests, correlated by request id. Any thread that needs
+bytes reads them for everybody and files each event in the mailbox of the request it
+belongs to, so a response for another request is kept for its caller, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Deque, Dict, Iterator, List, Optional, Type
+
+from ..errors import ConnectorException, FrameTooLargeError, ProtocolError
+from ..protocol.connection import (
+    ClientConnection,
+    CreditsUpdated,
+    Event,
+    HealthReceived,
+    ResponseReceived,
+    StreamDataReceived,
+    StreamStarted,
+)
+from ..types import ErrorClass, HTTPRequest, HTTPResponse, RuntimeConfig
+from .endpoint import Endpoint, open_socket, resolve_endpoint
+from .results import (
+    HealthStatus,
+    health_from_event,
+    invalid_request,
+    response_from_event,
+    response_timeout_s,
+)
+
+__all__ = ["HTTPStream", "RuntimeClient"]
+
+log = logging.getLogger("vastar_fast.client")
+
+_HEALTH_KEY = -1
+_SUCCESS = ErrorClass.SUCCESS
+
+
+class RuntimeClient:
+    """Blocking client of the Vastar connector runtime (drop-in for the released one).
+
+    ``with RuntimeClient(config) as client:`` connects on enter and closes on exit;
+    ``execute_http`` connects first when needed. Thread-safe: several threads may share
+    one client and its connection.
+    """
+
+    def __init__(self, config: Optional[RuntimeConfig] = None) -> None:
+        self.config = config if config is not None else RuntimeConfig()
+        self._sock = None  # type: Optional[object]
+        self._endpoint: Optional[Endpoint] = None
+        self._conn = ClientConnection()
+        self._mail: Dict[int, Deque[Event]] = {}
+        self._cond = threading.Condition(threading.Lock())
+        self._send_lock = threading.Lock()
+        self._health_lock = threading.Lock()
+        self._reading = False
+        self._broken: Optional[ConnectorException] = None
+        self._runtime_extended = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self) -> None:
+        """Connect to the runtime (idempotent)."""
+        if self._sock is not None:
+            return
+        endpoint = resolve_endpoint(self.config)
+        sock = open_socket(endpoint, timeout=self.config.timeout_ms / 1000.0)
+        with self._cond:
+            self._sock = sock
+            self._endpoint = endpoint
+            self._conn = ClientConnection(request_id_seed=self._conn.next_request_id())
+            self._broken = None
+            self._runtime_extended = False
+        log.info("connected to the Vastar runtime at %s", endpoint.describe())
+
+    def close(self) -> None:
+        """Close the connection; requests still waiting fail with TRANSIENT."""
+        with self._cond:
+            sock, self._sock = self._sock, None
+            if sock is None:
+                return
+            self._broken = ConnectorException(
+                "the client was closed while the request was in flight", ErrorClass.TRANSIENT, 0
+            )
+            self._cond.notify_all()
+        try:
+            sock.close()  # type: ignore[attr-defined]
+        finally:
+            log.info("closed the connection to the Vastar runtime")
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def __enter__(self) -> RuntimeClient:
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: object, tb: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ requests
+    def execute_http(self, request: HTTPRequest) -> HTTPResponse:
+        """Send one HTTP request through the runtime and wait for its answer.
+
+        HTTP error statuses come back as responses; a request that got no HTTP answer
+        raises ConnectorException with the runtime's error class.
+        """
+        rid, wait_s = self._send_http(request, stream=False)
+        deadline = time.monotonic() + wait_s
+        event = self._next_event(rid, deadline)
+        while not isinstance(event, ResponseReceived):  # a runtime streaming unasked
+            event = self._next_event(rid, deadline)
+        self._mail.pop(rid, None)
+        return response_from_event(event)
+
+    def stream_http(self, request: HTTPRequest) -> HTTPStream:
+        """Send a request and return its answer as it arrives.
+
+        ``with client.stream_http(req) as resp:`` gives ``resp.status_code`` and
+        ``resp.headers`` at once, body chunks as they arrive when iterated,
+        ``resp.iter_deltas()`` for OpenAI delta texts and ``resp.read()`` for the rest
+        of the body. Against a runtime without the streaming extension the body arrives
+        buffered, in one piece. Closing early cancels the upstream request.
+        """
+        rid, wait_s = self._send_http(request, stream=True)
+        return HTTPStream(self, rid, time.monotonic() + wait_s)
+
+    def health_check(self, timeout_ms: int = 5000) -> HealthStatus:
+        """Ask the runtime how it is. A released runtime (no health support) answers
+        with an invalid-message error, reported as ``supported=False``."""
+        self._ensure_connected()
+        with self._health_lock:
+            with self._cond:
+                self._mail[_HEALTH_KEY] = deque()
+            try:
+                self._send(self._conn.send_health_check())
+                event = self._next_event(_HEALTH_KEY, time.monotonic() + timeout_ms / 1000.0)
+            finally:
+                with self._cond:
+                    self._mail.pop(_HEALTH_KEY, None)
+        return health_from_event(event)
+
+    # ------------------------------------------------------------------ internals
+    def _ensure_connected(self) -> None:
+        if self._sock is None:
+            self.connect()
+
+    def _send_http(self, request: HTTPRequest, stream: bool) -> tuple:
+        self._ensure_connected()
+        config = self.config
+        timeout_ms = request.timeout_ms if request.timeout_ms is not None else config.timeout_ms
+        conn = self._conn
+        rid = conn.next_request_id()
+        try:
+            frame = conn.send_http(
+                rid,
+                request.tenant_id or config.tenant_id,
+                request.workspace_id if request.workspace_id is not None else config.workspace_id,
+                request.trace_id,
+                int(time.time() * 1000) + timeout_ms,
+                request.method,
+                request.url,
+                request.headers,
+                request.body,
+                stream,
+            )
+        except ProtocolError as exc:
+            raise invalid_request(exc, rid) from None
+        with self._cond:
+            self._mail[rid] = deque()
+        try:
+            self._send(frame)
+        except ConnectorException:
+            with self._cond:
+                self._mail.pop(rid, None)
+            raise
+        return rid, response_timeout_s(timeout_ms)
+
+    def _send(self, frame: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            raise ConnectorException("not connected to the runtime", ErrorClass.TRANSIENT, 0)
+        try:
+            with self._send_lock:
+                sock.sendall(frame)  # type: ignore[attr-defined]
+        except OSError as exc:
+            self._fail(f"lost the connection to the runtime while sending: {exc}")
+            raise self._broken or ConnectorException(str(exc), ErrorClass.TRANSIENT, 0) from exc
+
+    def _next_event(self, rid: int, deadline: float) -> Event:
+        """The next event filed for ``rid``, reading the socket for everyone as needed."""
+        cond = self._cond
+        while True:
+            with cond:
+                box = self._mail.get(rid)
+                if box:
+                    return box.popleft()
+                if self._broken is not None:
+                    self._mail.pop(rid, None)
+                    raise ConnectorException(self._broken.message, self._broken.error_class, rid)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._give_up(rid)
+                    raise ConnectorException(
+                        f"no answer from the runtime at {self._where()} before the client-side "
+                        f"timeout (request_id={rid}); the runtime may be overloaded or stuck",
+                        ErrorClass.TIMEOUT,
+                        rid,
+                    )
+                if self._reading:
+                    cond.wait(remaining)
+                    continue
+                self._reading = True
+                sock = self._sock
+            events: List[Event] = []
+            try:
+                events = self._recv(sock, remaining)
+            finally:
+                with cond:
+                    self._reading = False
+                    for event in events:
+                        self._file(event)
+                    cond.notify_all()
+
+    def _recv(self, sock: object, timeout: float) -> List[Event]:
+        if sock is None:
+            return []
+        conn = self._conn
+        try:
+            sock.settimeout(timeout)  # type: ignore[attr-defined]
+            n = sock.recv_into(conn.get_buffer())  # type: ignore[attr-defined]
+        except TimeoutError:
+            return []
+        except OSError as exc:
+            self._fail(f"lost the connection to the runtime: {exc}")
+            return []
+        if n == 0:
+            self._fail(
+                "the runtime closed the connection before answering; it may have stopped or "
+                "restarted (the request may or may not have been executed)"
+            )
+            return []
+        try:
+            return conn.buffer_updated(n)
+        except FrameTooLargeError as exc:
+            self._fail(f"the runtime sent an oversized frame: {exc}", ErrorClass.PERMANENT)
+        except ProtocolError as exc:
+            self._fail(f"the runtime sent an invalid frame: {exc}", ErrorClass.PERMANENT)
+        return []
+
+    def _file(self, event: Event) -> None:
+        """Put an event in its request's mailbox (called with the condition held)."""
+        mail = self._mail
+        if isinstance(event, ResponseReceived):
+            box = mail.get(event.request_id)
+            if box is None and event.request_id == 0 and mail:
+                # The released runtime answers frames it cannot parse (and HealthCheck)
+                # with request_id 0; it handles requests in order, so it is the oldest's.
+                box = mail[next(iter(mail))]
+            if box is not None:
+                box.append(event)
+            else:
+                log.debug("dropping a response for request %d: nobody waits", event.request_id)
+        elif isinstance(event, (StreamStarted, StreamDataReceived)):
+            self._runtime_extended = True
+            box = mail.get(event.request_id)
+            if box is not None:
+                box.append(event)
+        elif isinstance(event, HealthReceived):
+            self._runtime_extended = True
+            box = mail.get(_HEALTH_KEY)
+            if box is not None:
+                box.append(event)
+        elif isinstance(event, CreditsUpdated):
+            self._runtime_extended = True
+
+    def _give_up(self, rid: int) -> None:
+        """Forget a request we stopped waiting for; cancel it where the runtime can."""
+        self._mail.pop(rid, None)
+        self._conn.forget(rid)
+        if rid > 0 and self._runtime_extended and self._sock is not None:
+            try:
+                self._sock.sendall(self._conn.send_cancel(rid))  # type: ignore[attr-defined]
+            except OSError:
+                pass
+
+    def _fail(self, message: str, error_class: ErrorClass = ErrorClass.TRANSIENT) -> None:
+        """Mark the connection dead: every waiter gets the error, the next call reconnects."""
+        with self._cond:
+            sock, self._sock = self._sock, None
+            self._broken = ConnectorException(message, error_class, 0)
+            self._cond.notify_all()
+        if sock is not None:
+            try:
+                sock.close()  # type: ignore[attr-defined]
+            except OSError:
+                pass
+        log.warning("%s", message)
+
+    def _where(self) -> str:
+        return self._endpoint.describe() if self._endpoint else "(not connected)"
+
+
+class HTTPStream:
+    """An answer that is still arriving; made by :meth:`RuntimeClient.stream_http`."""
+
+    def __init__(self, client: RuntimeClient, request_id: int, deadline: float) -> None:
+        self._client = client
+        self.request_id = request_id
+        self._deadline = deadline
+        self._pending: Deque[bytes] = deque()
+        self._finished = False
+        self.streamed = False
+        """True when the runtime forwarded the body incrementally (our extension)."""
+        self.duration_us = 0
+        self.is_streaming = False
+        try:
+            event = client._next_event(request_id, deadline)
+        except ConnectorException:
+            client._mail.pop(request_id, None)
+            raise
+        if isinstance(event, StreamStarted):
+            self.streamed = True
+            self.status_code = event.status_code
+            self.headers = event.headers
+            self.is_streaming = event.is_streaming
+        else:
+            self._finish(event)  # buffered answer (released runtime) or an error
+            response = self._response
+            self.status_code = response.status_code
+            self.headers = response.headers
+
+    def _finish(self, event: Event) -> None:
+        self._finished = True
+        self._client._mail.pop(self.request_id, None)
+        assert isinstance(event, ResponseReceived)
+        response = response_from_event(event)
+        self._response = response
+        self.duration_us = response.duration_us
+        if response.body:
+            self._pending.append(response.body)
+
+    def __enter__(self) -> HTTPStream:
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: object, tb: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Body chunks, each as soon as the runtime forwards it."""
+        pending = self._pending
+        while True:
+            while pending:
+                yield pending.popleft()
+            if self._finished:
+                return
+            event = self._client._next_event(self.request_id, self._deadline)
+            if isinstance(event, StreamDataReceived):
+                if event.data:
+                    yield event.data
+            elif isinstance(event, ResponseReceived):
+                self._finish(event)
+
+    def iter_deltas(self) -> Iterator[str]:
+        """OpenAI ``choices[0].delta.content`` texts, each as soon as its event is complete."""
+        from ..sse import SSEDecoder
+
+        decoder = SSEDecoder()
+        for chunk in self:
+            yield from decoder.feed_deltas(chunk)
+        yield from decoder.flush_deltas()
+
+    def read(self) -> bytes:
+        """The rest of the body."""
+        return b"".join(self)
+
+    def close(self) -> None:
+        """Stop reading; an unfinished request is cancelled at the runtime."""
+        if not self._finished:
+            self._finished = True
+            client = self._client
+            with client._cond:
+                client._give_up(self.request_id)
+        self._pending.clear()
+
