@@ -7,7 +7,7 @@ Cython twins when they are built; :data:`ACCELERATED` says whether they all are.
 
 import logging as _logging
 
-from .client import HealthStatus, HTTPStream, RuntimeClient
+from .client import AsyncHTTPStream, AsyncRuntimeClient, HealthStatus, HTTPStream, RuntimeClient
 from .errors import ConnectorException, FrameTooLargeError, ProtocolError
 from .protocol import ACCELERATED as _CODEC_ACCELERATED
 from .response_helpers import HTTPResponseHelper
@@ -34,6 +34,8 @@ ACCELERATED: bool = _CODEC_ACCELERATED and _SSE_ACCELERATED
 
 __all__ = [
     "ACCELERATED",
+    "AsyncHTTPStream",
+    "AsyncRuntimeClient",
     "DEFAULT_SOCKET_PATH",
     "DEFAULT_TIMEOUT_MS",
     "FRAME_LENGTH_SIZE",
