@@ -1,0 +1,8 @@
+"""Benchmarks import helpers (released_*.py) from this folder."""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
