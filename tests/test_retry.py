@@ -9,7 +9,11 @@ import pytest
 from vastar_fast import ConnectorException, ErrorClass, retry_with_backoff
 
 
-def test_retries_retryable_errors_with_doubling_backoff(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retries_retryable_errors_with_doubling_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     sleeps: list = []
     monkeypatch.setattr("vastar_fast.retry.time.sleep", sleeps.append)
     calls = []
@@ -21,7 +25,10 @@ def test_retries_retryable_errors_with_doubling_backoff(monkeypatch: pytest.Monk
         return "done"
 
     caplog.set_level(logging.WARNING, logger="vastar_fast")
-    assert retry_with_backoff(flaky, max_retries=3, initial_backoff_ms=1000, max_backoff_ms=2500) == "done"
+    assert (
+        retry_with_backoff(flaky, max_retries=3, initial_backoff_ms=1000, max_backoff_ms=2500)
+        == "done"
+    )
     assert sleeps == [1.0, 2.0, 2.5]
     assert len([r for r in caplog.records if "retry" in r.getMessage()]) == 3
     assert capsys.readouterr().out == ""
@@ -40,10 +47,14 @@ def test_gives_up_after_max_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(calls) == 3
 
 
-def test_non_retryable_and_foreign_errors_propagate_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_retryable_and_foreign_errors_propagate_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr("vastar_fast.retry.time.sleep", lambda s: pytest.fail("must not sleep"))
     with pytest.raises(ConnectorException):
-        retry_with_backoff(lambda: (_ for _ in ()).throw(ConnectorException("bad", ErrorClass.INVALID_REQUEST, 1)))
+        retry_with_backoff(
+            lambda: (_ for _ in ()).throw(ConnectorException("bad", ErrorClass.INVALID_REQUEST, 1))
+        )
     with pytest.raises(KeyError):
         retry_with_backoff(lambda: {}["x"])
 
@@ -60,4 +71,7 @@ def test_custom_retryable_list(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert retry_with_backoff(perm, retryable_errors=["PERMANENT"]) == "ok"
     with pytest.raises(ConnectorException):
-        retry_with_backoff(lambda: (_ for _ in ()).throw(ConnectorException("t", ErrorClass.TIMEOUT, 1)), retryable_errors=["TRANSIENT"])
+        retry_with_backoff(
+            lambda: (_ for _ in ()).throw(ConnectorException("t", ErrorClass.TIMEOUT, 1)),
+            retryable_errors=["TRANSIENT"],
+        )

@@ -34,13 +34,13 @@ ACCELERATED: bool = _CODEC_ACCELERATED and _SSE_ACCELERATED
 
 __all__ = [
     "ACCELERATED",
-    "AsyncHTTPStream",
-    "AsyncRuntimeClient",
     "DEFAULT_SOCKET_PATH",
     "DEFAULT_TIMEOUT_MS",
     "FRAME_LENGTH_SIZE",
     "MAX_PAYLOAD_SIZE",
     "MESSAGE_TYPE_SIZE",
+    "AsyncHTTPStream",
+    "AsyncRuntimeClient",
     "ConnectorException",
     "ErrorClass",
     "FrameTooLargeError",

@@ -61,12 +61,17 @@ def _fmt(seconds: float) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="vastar bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="run each benchmark once, untimed")
-    parser.add_argument("-k", default=None, help="only benchmarks matching this pytest -k expression")
+    parser.add_argument(
+        "-k", default=None, help="only benchmarks matching this pytest -k expression"
+    )
     parser.add_argument("--json", default=None, help="also keep pytest-benchmark's JSON here")
     args = parser.parse_args(argv)
     bench_dir = _find_bench_dir(os.getcwd())
     if bench_dir is None:
-        print("vastar bench: no bench/ folder here; run it from a vastar-fast checkout", file=sys.stderr)
+        print(
+            "vastar bench: no bench/ folder here; run it from a vastar-fast checkout",
+            file=sys.stderr,
+        )
         return 2
     cmd = [sys.executable, "-m", "pytest", bench_dir, "-q", "-p", "no:cacheprovider"]
     if args.k:
@@ -77,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     fd, json_path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     try:
-        rc = subprocess.call(cmd + ["--benchmark-only", f"--benchmark-json={json_path}"])
+        rc = subprocess.call([*cmd, "--benchmark-only", f"--benchmark-json={json_path}"])
         if rc not in (0, 5):
             return rc
         with open(json_path, encoding="utf-8") as f:

@@ -15,9 +15,9 @@ import threading
 from typing import Callable, List, Optional
 
 from vastar_fast.protocol.connection import (
+    CancelReceived,
     Event,
     HealthCheckReceived,
-    CancelReceived,
     RequestReceived,
     ServerConnection,
 )
@@ -64,7 +64,7 @@ class FakeRuntime:
         self.raw_received: List[bytes] = []
         self._peers: List[Peer] = []
 
-    def __enter__(self) -> "FakeRuntime":
+    def __enter__(self) -> FakeRuntime:
         t = threading.Thread(target=self._accept_loop, daemon=True)
         t.start()
         self._threads.append(t)
@@ -121,7 +121,9 @@ def request_id(event: Event) -> int:
     return event.frame.request_id
 
 
-def ok(event: Event, body: str = "hello", status: int = 200, headers: Optional[dict] = None) -> bytes:
+def ok(
+    event: Event, body: str = "hello", status: int = 200, headers: Optional[dict] = None
+) -> bytes:
     return ServerConnection.send_http_response(
         request_id(event), status, headers or {"content-type": "text/plain"}, body, False, 42
     )

@@ -9,14 +9,20 @@ import time
 
 import pytest
 
-from vastar_fast import AsyncRuntimeClient, ConnectorException, ErrorClass, HTTPRequest, RuntimeConfig
+from support import GOLDEN_DIR
+from vastar_fast import (
+    AsyncRuntimeClient,
+    ConnectorException,
+    ErrorClass,
+    HTTPRequest,
+    RuntimeConfig,
+)
 from vastar_fast.protocol.connection import (
     CancelReceived,
     HealthCheckReceived,
     RequestReceived,
     ServerConnection,
 )
-from support import GOLDEN_DIR
 
 from .fake_runtime import FakeRuntime, Peer, ok, request_id
 
@@ -83,7 +89,9 @@ def test_credits_bound_requests_in_flight() -> None:
 
     async def main(path: str) -> int:
         async with AsyncRuntimeClient(RuntimeConfig(socket_path=path)) as client:
-            rs = await asyncio.gather(*(client.execute_http(HTTPRequest("GET", "http://x/")) for _ in range(40)))
+            rs = await asyncio.gather(
+                *(client.execute_http(HTTPRequest("GET", "http://x/")) for _ in range(40))
+            )
             return len(rs)
 
     with FakeRuntime(extended_handler(4, answer)) as rt:
@@ -114,7 +122,9 @@ def test_errors_timeouts_and_connection_loss() -> None:
     def answer(peer: Peer, event: object) -> None:
         url = event.frame.payload  # type: ignore[attr-defined]
         if b"/err" in url:
-            peer.send(ServerConnection.send_error(request_id(event), ErrorClass.RATE_LIMITED, "slow down"))
+            peer.send(
+                ServerConnection.send_error(request_id(event), ErrorClass.RATE_LIMITED, "slow down")
+            )
         elif b"/drop" in url:
             peer.close()
         # /hang: never answered
@@ -124,13 +134,17 @@ def test_errors_timeouts_and_connection_loss() -> None:
         await client.connect()
         with pytest.raises(ConnectorException) as info:
             await client.execute_http(HTTPRequest("GET", "http://x/err"))
-        assert info.value.error_class == ErrorClass.RATE_LIMITED and info.value.message == "slow down"
+        assert (
+            info.value.error_class == ErrorClass.RATE_LIMITED and info.value.message == "slow down"
+        )
         start = time.monotonic()
         with pytest.raises(ConnectorException) as info:
             await client.execute_http(HTTPRequest("GET", "http://x/hang", timeout_ms=150))
         assert info.value.error_class == ErrorClass.TIMEOUT
         assert time.monotonic() - start >= 0.15
-        hanging = asyncio.ensure_future(client.execute_http(HTTPRequest("GET", "http://x/hang", timeout_ms=30_000)))
+        hanging = asyncio.ensure_future(
+            client.execute_http(HTTPRequest("GET", "http://x/hang", timeout_ms=30_000))
+        )
         await asyncio.sleep(0.05)
         with pytest.raises(ConnectorException) as info:
             await client.execute_http(HTTPRequest("GET", "http://x/drop"))
@@ -147,7 +161,9 @@ def test_errors_timeouts_and_connection_loss() -> None:
 
 def test_runtime_not_running() -> None:
     async def main() -> None:
-        client = AsyncRuntimeClient(RuntimeConfig(socket_path="/tmp/vastar-none-%d.sock" % os.getpid()))
+        client = AsyncRuntimeClient(
+            RuntimeConfig(socket_path=f"/tmp/vastar-none-{os.getpid()}.sock")
+        )
         with pytest.raises(ConnectorException) as info:
             await client.execute_http(HTTPRequest("GET", "http://x/"))
         assert info.value.error_class == ErrorClass.TRANSIENT
@@ -171,14 +187,30 @@ def test_async_streaming_incremental_buffered_and_cancel() -> None:
         rid = request_id(event)
         if b"buffered" in event.frame.payload:
             body = 'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
-            peer.send(ServerConnection.send_http_response(rid, 200, {"content-type": "text/event-stream"}, body, True, 3))
+            peer.send(
+                ServerConnection.send_http_response(
+                    rid, 200, {"content-type": "text/event-stream"}, body, True, 3
+                )
+            )
             return
 
         def run_stream() -> None:
-            peer.send(ServerConnection.send_stream_start(rid, 200, {"content-type": "text/event-stream"}, True))
-            peer.send(ServerConnection.send_stream_chunk(rid, b'data: {"choices":[{"delta":{"content":"A"}}]}\n\n'))
+            peer.send(
+                ServerConnection.send_stream_start(
+                    rid, 200, {"content-type": "text/event-stream"}, True
+                )
+            )
+            peer.send(
+                ServerConnection.send_stream_chunk(
+                    rid, b'data: {"choices":[{"delta":{"content":"A"}}]}\n\n'
+                )
+            )
             release.wait(5)
-            peer.send(ServerConnection.send_stream_chunk(rid, b'data: {"choices":[{"delta":{"content":"B"}}]}\n\ndata: [DONE]\n\n'))
+            peer.send(
+                ServerConnection.send_stream_chunk(
+                    rid, b'data: {"choices":[{"delta":{"content":"B"}}]}\n\ndata: [DONE]\n\n'
+                )
+            )
             peer.send(ServerConnection.send_http_response(rid, 200, {}, "", True, 11))
 
         threading.Thread(target=run_stream, daemon=True).start()
@@ -192,7 +224,9 @@ def test_async_streaming_incremental_buffered_and_cancel() -> None:
                 release.set()
                 assert [d async for d in deltas] == ["B"]
             assert resp.duration_us == 11
-            async with client.stream_http(HTTPRequest("POST", "http://x/buffered", body="{}")) as resp2:
+            async with client.stream_http(
+                HTTPRequest("POST", "http://x/buffered", body="{}")
+            ) as resp2:
                 assert not resp2.streamed
                 assert [d async for d in resp2.iter_deltas()] == ["x"]
             release.clear()

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from support import GOLDEN_DIR
 from vastar_fast import (
     ConnectorException,
     ErrorClass,
@@ -29,7 +30,6 @@ from vastar_fast.protocol.connection import (
     ServerConnection,
 )
 
-from support import GOLDEN_DIR
 from .fake_runtime import FakeRuntime, Peer, ok, request_id
 
 
@@ -95,7 +95,9 @@ def test_request_ids_count_up_from_the_clock() -> None:
 @pytest.mark.parametrize("error_class", [c for c in ErrorClass if c != ErrorClass.SUCCESS])
 def test_each_error_class_raises_with_the_runtime_message(error_class: ErrorClass) -> None:
     def handler(peer: Peer, event: object) -> None:
-        peer.send(ServerConnection.send_error(request_id(event), error_class, f"boom {error_class.name}"))
+        peer.send(
+            ServerConnection.send_error(request_id(event), error_class, f"boom {error_class.name}")
+        )
 
     with FakeRuntime(handler) as rt, client_for(rt) as client:
         with pytest.raises(ConnectorException) as info:
@@ -104,12 +106,18 @@ def test_each_error_class_raises_with_the_runtime_message(error_class: ErrorClas
     assert exc.error_class == error_class
     assert exc.message == f"boom {error_class.name}"
     assert exc.request_id > 0
-    assert exc.is_retryable() == (error_class in (ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED, ErrorClass.TIMEOUT))
+    assert exc.is_retryable() == (
+        error_class in (ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED, ErrorClass.TIMEOUT)
+    )
 
 
 @pytest.mark.parametrize(
     "payload, fragment",
-    [(b"", "empty payload"), (b"not json", "could not be read"), (b'{"headers": {}}', "status_code")],
+    [
+        (b"", "empty payload"),
+        (b"not json", "could not be read"),
+        (b'{"headers": {}}', "status_code"),
+    ],
 )
 def test_unusable_success_payload_is_permanent(payload: bytes, fragment: str) -> None:
     def handler(peer: Peer, event: object) -> None:
@@ -132,7 +140,10 @@ def test_out_of_order_responses_reach_their_callers() -> None:
             held.append(event)
             if len(held) == 2:
                 first, second = held
-                peer.send(ok(second, body=f"for {request_id(second)}") + ok(first, body=f"for {request_id(first)}"))
+                peer.send(
+                    ok(second, body=f"for {request_id(second)}")
+                    + ok(first, body=f"for {request_id(first)}")
+                )
 
     results: dict = {}
     with FakeRuntime(handler) as rt, client_for(rt) as client:
@@ -167,14 +178,19 @@ def test_response_for_another_request_is_kept_not_dropped() -> None:
             time.sleep(0.01)
         peer_sock = None
         # answer 2 then 1 through a fresh ServerConnection encoding
-        data = ServerConnection.send_http_response(rid2, 200, {}, "two", False, 1) + ServerConnection.send_http_response(rid1, 200, {}, "one", False, 1)
+        data = ServerConnection.send_http_response(
+            rid2, 200, {}, "two", False, 1
+        ) + ServerConnection.send_http_response(rid1, 200, {}, "one", False, 1)
         # the fake's peer socket is the only accepted connection
         assert rt.connections == 1
         peer_sock = _only_peer(rt)
         peer_sock.sendall(data)
         first = client._next_event(rid1, time.monotonic() + 5)
         second = client._next_event(rid2, time.monotonic() + 5)
-    assert (first.request_id, first.payload) == (rid1, codec.encode_http_response_payload(200, {}, "one", False))
+    assert (first.request_id, first.payload) == (
+        rid1,
+        codec.encode_http_response_payload(200, {}, "one", False),
+    )
     assert second.request_id == rid2
 
 
@@ -222,7 +238,7 @@ def test_late_answer_after_a_client_timeout_is_dropped() -> None:
     def handler(peer: Peer, event: object) -> None:
         pending.append((peer, event))
         if len(pending) == 2:  # answer the stale request first, then the live one
-            (p1, e1), (p2, e2) = pending
+            (p1, e1), (_p2, e2) = pending
             p1.send(ok(e1, body="stale") + ok(e2, body="fresh"))
 
     with FakeRuntime(handler) as rt, client_for(rt) as client:
@@ -280,7 +296,7 @@ def test_golden_runtime_answer_decodes_to_the_released_shape() -> None:
 
 
 def test_runtime_not_running_says_where_and_how() -> None:
-    path = "/tmp/vastar-test-nothing-here-%d.sock" % os.getpid()
+    path = f"/tmp/vastar-test-nothing-here-{os.getpid()}.sock"
     client = RuntimeClient(RuntimeConfig(socket_path=path))
     with pytest.raises(ConnectorException) as info:
         client.connect()
@@ -378,15 +394,24 @@ def test_invalid_requests_fail_before_sending() -> None:
         assert "UTF-8" in info.value.message
         with pytest.raises(TypeError):
             client.execute_http(HTTPRequest("GET", "http://x/", headers={"X": 1}))  # type: ignore[dict-item]
-        assert client.execute_http(HTTPRequest("POST", "http://x/", body="ünïcode str")).status_code == 200
-    bodies = [json.loads(e.frame.payload).get("body") for e in rt.events if isinstance(e, RequestReceived)]
+        assert (
+            client.execute_http(HTTPRequest("POST", "http://x/", body="ünïcode str")).status_code
+            == 200
+        )
+    bodies = [
+        json.loads(e.frame.payload).get("body") for e in rt.events if isinstance(e, RequestReceived)
+    ]
     assert bodies == ["ünïcode str"]
 
 
-def test_no_stdout_and_logging_only(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def test_no_stdout_and_logging_only(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="vastar_fast")
     with FakeRuntime(lambda peer, event: peer.send(ok(event))) as rt, client_for(rt) as client:
-        client.execute_http(HTTPRequest("GET", "http://x/", headers={"Authorization": "Bearer sk-secret"}))
+        client.execute_http(
+            HTTPRequest("GET", "http://x/", headers={"Authorization": "Bearer sk-secret"})
+        )
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
     assert any("connected" in r.getMessage() for r in caplog.records)
@@ -400,8 +425,18 @@ def test_health_check_extended_and_released_runtimes() -> None:
 
     with FakeRuntime(extended) as rt, client_for(rt) as client:
         status = client.health_check()
-    assert (status.healthy, status.message, status.active_requests, status.available_credits, status.supported) == (
-        True, "ok", 3, 1000, True,
+    assert (
+        status.healthy,
+        status.message,
+        status.active_requests,
+        status.available_credits,
+        status.supported,
+    ) == (
+        True,
+        "ok",
+        3,
+        1000,
+        True,
     )
 
     golden = open(os.path.join(GOLDEN_DIR, "runtime_invalid_flatbuffer_response.bin"), "rb").read()
@@ -422,16 +457,34 @@ def test_stream_http_incremental_and_cancel() -> None:
         assert event.extensions == frozenset({"stream"})
 
         def run() -> None:
-            peer.send(ServerConnection.send_stream_start(rid, 200, {"content-type": "text/event-stream"}, True))
-            peer.send(ServerConnection.send_stream_chunk(rid, b'data: {"choices":[{"delta":{"content":"He"}}]}\n'))
+            peer.send(
+                ServerConnection.send_stream_start(
+                    rid, 200, {"content-type": "text/event-stream"}, True
+                )
+            )
+            peer.send(
+                ServerConnection.send_stream_chunk(
+                    rid, b'data: {"choices":[{"delta":{"content":"He"}}]}\n'
+                )
+            )
             gate.wait(5)  # the client must see the first delta before the rest exists
-            peer.send(ServerConnection.send_stream_chunk(rid, b'\ndata: {"choices":[{"delta":{"content":"llo"}}]}\n\ndata: [DONE]\n\n'))
-            peer.send(ServerConnection.send_http_response(rid, 200, {"content-type": "text/event-stream"}, "", True, 7))
+            peer.send(
+                ServerConnection.send_stream_chunk(
+                    rid, b'\ndata: {"choices":[{"delta":{"content":"llo"}}]}\n\ndata: [DONE]\n\n'
+                )
+            )
+            peer.send(
+                ServerConnection.send_http_response(
+                    rid, 200, {"content-type": "text/event-stream"}, "", True, 7
+                )
+            )
 
         threading.Thread(target=run, daemon=True).start()
 
     with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with client.stream_http(HTTPRequest("POST", "http://x/v1/chat/completions", body="{}")) as stream:
+        with client.stream_http(
+            HTTPRequest("POST", "http://x/v1/chat/completions", body="{}")
+        ) as stream:
             assert stream.status_code == 200 and stream.streamed
             assert stream.headers["content-type"] == "text/event-stream"
             deltas = stream.iter_deltas()
@@ -457,7 +510,11 @@ def test_stream_http_against_a_buffering_runtime_delivers_one_piece() -> None:
     sse = 'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"delta":{"content":"b"}}]}\n\ndata: [DONE]\n\n'
 
     def handler(peer: Peer, event: object) -> None:  # ignores the opt-in, like the released runtime
-        peer.send(ServerConnection.send_http_response(request_id(event), 200, {"content-type": "text/event-stream"}, sse, True, 9))
+        peer.send(
+            ServerConnection.send_http_response(
+                request_id(event), 200, {"content-type": "text/event-stream"}, sse, True, 9
+            )
+        )
 
     with FakeRuntime(handler) as rt, client_for(rt) as client:
         with client.stream_http(HTTPRequest("POST", "http://x/", body="{}")) as stream:
@@ -470,7 +527,9 @@ def test_stream_http_against_a_buffering_runtime_delivers_one_piece() -> None:
 
 def test_stream_http_error_before_start_raises() -> None:
     def handler(peer: Peer, event: object) -> None:
-        peer.send(ServerConnection.send_error(request_id(event), ErrorClass.TRANSIENT, "connect refused"))
+        peer.send(
+            ServerConnection.send_error(request_id(event), ErrorClass.TRANSIENT, "connect refused")
+        )
 
     with FakeRuntime(handler) as rt, client_for(rt) as client:
         with pytest.raises(ConnectorException) as info:
@@ -483,7 +542,9 @@ def test_stream_http_error_mid_stream_raises_while_iterating() -> None:
         rid = request_id(event)
         peer.send(ServerConnection.send_stream_start(rid, 200, {}, True))
         peer.send(ServerConnection.send_stream_chunk(rid, b"data: partial"))
-        peer.send(ServerConnection.send_error(rid, ErrorClass.TRANSIENT, "upstream closed the stream"))
+        peer.send(
+            ServerConnection.send_error(rid, ErrorClass.TRANSIENT, "upstream closed the stream")
+        )
 
     with FakeRuntime(handler) as rt, client_for(rt) as client:
         with client.stream_http(HTTPRequest("GET", "http://x/")) as stream:

@@ -154,7 +154,7 @@ class AsyncRuntimeClient:
                     )
                 else:
                     coro = loop.create_unix_connection(lambda: _Protocol(self), endpoint.path)
-                transport, protocol = await asyncio.wait_for(coro, timeout)
+                _transport, protocol = await asyncio.wait_for(coro, timeout)
             except (OSError, asyncio.TimeoutError) as exc:
                 raise ConnectorException(
                     f"cannot connect to the Vastar runtime at {endpoint.describe()}: "
@@ -238,9 +238,7 @@ class AsyncRuntimeClient:
         if self._protocol is None:
             await self.connect()
 
-    async def _send_http(
-        self, request: HTTPRequest, stream: bool, waiter: _Waiter
-    ) -> tuple:
+    async def _send_http(self, request: HTTPRequest, stream: bool, waiter: _Waiter) -> tuple:
         await self._ensure_connected()
         await self._acquire_slot()
         try:
@@ -252,7 +250,9 @@ class AsyncRuntimeClient:
                 frame = conn.send_http(
                     rid,
                     request.tenant_id or config.tenant_id,
-                    request.workspace_id if request.workspace_id is not None else config.workspace_id,
+                    request.workspace_id
+                    if request.workspace_id is not None
+                    else config.workspace_id,
                     request.trace_id,
                     int(time.time() * 1000) + timeout_ms,
                     request.method,
@@ -376,7 +376,7 @@ class AsyncRuntimeClient:
         for rid, waiter in waiters.items():
             exc = ConnectorException(message, error_class, max(rid, 0))
             if isinstance(waiter, asyncio.Queue):
-                waiter.put_nowait(_Failure(exc))  # type: ignore[arg-type]
+                waiter.put_nowait(_Failure(exc))
             elif not waiter.done():
                 waiter.set_exception(exc)
         slot_waiters, self._slot_waiters = self._slot_waiters, deque()

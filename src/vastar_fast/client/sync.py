@@ -387,4 +387,3 @@ class HTTPStream:
             with client._cond:
                 client._give_up(self.request_id)
         self._pending.clear()
-

@@ -230,7 +230,7 @@ class FrameBuffer:
 
     def frames(self) -> List[Tuple[int, bytes]]:
         """Every complete frame received so far."""
-        out = []
+        out: List[Tuple[int, bytes]] = []
         while True:
             frame = self.next_frame()
             if frame is None:

@@ -314,8 +314,12 @@ class ServerConnection:
         )
 
     @staticmethod
-    def send_error(request_id: int, error_class: ErrorClass, message: str, duration_us: int = 0) -> bytes:
-        return codec.encode_execute_response(request_id, int(error_class), message, None, duration_us)
+    def send_error(
+        request_id: int, error_class: ErrorClass, message: str, duration_us: int = 0
+    ) -> bytes:
+        return codec.encode_execute_response(
+            request_id, int(error_class), message, None, duration_us
+        )
 
     @staticmethod
     def send_http_response(
@@ -343,7 +347,9 @@ class ServerConnection:
     def send_stream_start(
         request_id: int, status_code: int, headers: Dict[str, str], is_streaming: bool
     ) -> bytes:
-        return codec.encode_stream_start(request_id, status_code, list(headers.items()), is_streaming)
+        return codec.encode_stream_start(
+            request_id, status_code, list(headers.items()), is_streaming
+        )
 
     @staticmethod
     def send_stream_chunk(request_id: int, data: bytes) -> bytes:
