@@ -1,0 +1,138 @@
+/*
+ * sse_scan.h -- plain C scanning helpers for vastar_fast.sse._scanner_c.
+ *
+ * Everything here works on a read-only character buffer of one of three
+ * widths: 1 byte (CPython's latin-1/ASCII str storage, or raw UTF-8 bytes),
+ * 2 bytes (UCS-2 str storage) or 4 bytes (UCS-4 str storage).  Working on the
+ * str's own storage means a str is never re-encoded or copied before it is
+ * scanned.  No Python object is created here; the Cython module builds the
+ * results from the spans these functions report.
+ *
+ * The JSON scanner validates a whole document with exactly the grammar that
+ * CPython's json.loads accepts (including NaN / Infinity / -Infinity and the
+ * strict "no raw control characters in strings" rule) while following the
+ * path  top-level object -> "choices" -> [0] -> "delta" -> "content".  Cases
+ * whose json.loads result depends on more than syntax (duplicate keys on the
+ * path, escaped keys on the path, non-string content, very long integers,
+ * very deep nesting) are reported as SSE_J_FALLBACK so the caller can defer
+ * to json.loads itself and stay exactly equal to it.
+ */
+#ifndef VASTAR_SSE_SCAN_H
+#define VASTAR_SSE_SCAN_H
+
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Result of sse_json_delta. */
+#define SSE_J_NONE 0     /* invalid JSON, or content absent / null: None   */
+#define SSE_J_STR 1      /* content is a JSON string at [start, end)        */
+#define SSE_J_FALLBACK 2 /* ask json.loads (result depends on semantics)    */
+
+/* Deeper documents go to json.loads, which owns the RecursionError rule. */
+#define SSE_MAX_DEPTH 64
+/* sys.set_int_max_str_digits() cannot go below 640, so shorter ints are safe. */
+#define SSE_MAX_INT_DIGITS 640
+
+typedef struct {
+    Py_ssize_t start; /* first char of the content string (after the quote) */
+    Py_ssize_t end;   /* index of the closing quote                        */
+    int escaped;      /* the raw string contains backslash escapes         */
+} sse_span;
+
+/* Path roles while walking the document. */
+#define SSE_R_NONE 0
+#define SSE_R_TOP 1
+#define SSE_R_CHOICES 2
+#define SSE_R_CHOICE0 3
+#define SSE_R_DELTA 4
+#define SSE_R_CONTENT 5
+
+#define SSE_SWAR_ONES 0x0101010101010101ULL
+#define SSE_SWAR_HIGH 0x8080808080808080ULL
+/* Non-zero iff some byte of v is '"', '\\' or < 0x20 (exact as a boolean). */
+static inline uint64_t sse_swar_special(uint64_t v) {
+    uint64_t q = v ^ (SSE_SWAR_ONES * 0x22);
+    uint64_t b = v ^ (SSE_SWAR_ONES * 0x5c);
+    uint64_t zq = (q - SSE_SWAR_ONES) & ~q;
+    uint64_t zb = (b - SSE_SWAR_ONES) & ~b;
+    uint64_t lt = (v - SSE_SWAR_ONES * 0x20) & ~v;
+    return (zq | zb | lt) & SSE_SWAR_HIGH;
+}
+
+static inline int sse_hexval(Py_UCS4 c) {
+    if (c >= '0' && c <= '9') return (int)(c - '0');
+    if (c >= 'a' && c <= 'f') return (int)(c - 'a' + 10);
+    if (c >= 'A' && c <= 'F') return (int)(c - 'A' + 10);
+    return -1;
+}
+
+/* ---- instantiate the width-specific code three times ------------------- */
+#define SSE_T Py_UCS1
+#define SSE_FN(name) name##_1
+#define SSE_IS_UCS1 1
+#include "sse_scan_tmpl.h"
+#undef SSE_T
+#undef SSE_FN
+#undef SSE_IS_UCS1
+
+#define SSE_T Py_UCS2
+#define SSE_FN(name) name##_2
+#define SSE_IS_UCS1 0
+#include "sse_scan_tmpl.h"
+#undef SSE_T
+#undef SSE_FN
+#undef SSE_IS_UCS1
+
+#define SSE_T Py_UCS4
+#define SSE_FN(name) name##_4
+#define SSE_IS_UCS1 0
+#include "sse_scan_tmpl.h"
+#undef SSE_T
+#undef SSE_FN
+#undef SSE_IS_UCS1
+
+/* ---- kind-dispatching entry points used by Cython ---------------------- */
+
+/* Validate buf[start:end) as one JSON document and locate the delta content. */
+static inline int sse_json_delta(int kind, const void *buf, Py_ssize_t start,
+                                 Py_ssize_t end, sse_span *out) {
+    switch (kind) {
+    case 1: return sse_json_delta_1((const Py_UCS1 *)buf, start, end, out);
+    case 2: return sse_json_delta_2((const Py_UCS2 *)buf, start, end, out);
+    default: return sse_json_delta_4((const Py_UCS4 *)buf, start, end, out);
+    }
+}
+
+/* Index of the first '\r' or '\n' in buf[pos:end), or end. */
+static inline Py_ssize_t sse_find_eol(int kind, const void *buf, Py_ssize_t pos,
+                                      Py_ssize_t end) {
+    switch (kind) {
+    case 1: return sse_find_eol_1((const Py_UCS1 *)buf, pos, end);
+    case 2: return sse_find_eol_2((const Py_UCS2 *)buf, pos, end);
+    default: return sse_find_eol_4((const Py_UCS4 *)buf, pos, end);
+    }
+}
+
+/* Index of the first "\n\n" in buf[pos:end), or end. */
+static inline Py_ssize_t sse_find_lflf(int kind, const void *buf, Py_ssize_t pos,
+                                       Py_ssize_t end) {
+    switch (kind) {
+    case 1: return sse_find_lflf_1((const Py_UCS1 *)buf, pos, end);
+    case 2: return sse_find_lflf_2((const Py_UCS2 *)buf, pos, end);
+    default: return sse_find_lflf_4((const Py_UCS4 *)buf, pos, end);
+    }
+}
+
+/* Decode the validated JSON string body buf[start:end) into out (which must
+ * hold end - start code points); returns the number of code points written. */
+static inline Py_ssize_t sse_unescape(int kind, const void *buf, Py_ssize_t start,
+                                      Py_ssize_t end, Py_UCS4 *out) {
+    switch (kind) {
+    case 1: return sse_unescape_1((const Py_UCS1 *)buf, start, end, out);
+    case 2: return sse_unescape_2((const Py_UCS2 *)buf, start, end, out);
+    default: return sse_unescape_4((const Py_UCS4 *)buf, start, end, out);
+    }
+}
+
+#endif /* VASTAR_SSE_SCAN_H */

@@ -1,0 +1,36 @@
+"""``SSEParser``: the released SDK's static-method API over the fast scanner.
+
+The three methods keep the released names, signatures and results wherever
+the released parser finds content; where it fails on streams the SSE
+specification allows (CRLF, ``data:`` without the space, comments, multi-line
+data, a cut stream), they follow the specification.  All work is delegated to
+:mod:`vastar_fast.sse.scanner`, so the compiled twin is used when built.
+"""
+
+from typing import Iterator, Optional
+
+from . import scanner
+
+
+class SSEParser:
+    """Parse OpenAI-style ``data: {json}`` server-sent event text."""
+
+    @staticmethod
+    def parse_chunk(chunk: str) -> Optional[str]:
+        """``choices[0].delta["content"]`` of one chunk, or None.
+
+        Like the released parser it returns the JSON value as is, so a
+        non-string ``content`` comes back unchanged.
+        """
+        result: Optional[str] = scanner.parse_chunk(chunk)
+        return result
+
+    @staticmethod
+    def parse_stream(data: str) -> str:
+        """Concatenate every non-empty text delta of a whole stream."""
+        return scanner.parse_stream(data)
+
+    @staticmethod
+    def parse_stream_generator(data: str) -> Iterator[str]:
+        """Yield every non-empty text delta of a whole stream, in order."""
+        yield from scanner.iter_stream(data)
