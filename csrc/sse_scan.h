@@ -48,17 +48,19 @@ typedef struct {
 #define SSE_R_DELTA 4
 #define SSE_R_CONTENT 5
 
-#define SSE_SWAR_ONES 0x0101010101010101ULL
-#define SSE_SWAR_HIGH 0x8080808080808080ULL
-/* Non-zero iff some byte of v is '"', '\\' or < 0x20 (exact as a boolean). */
-static inline uint64_t sse_swar_special(uint64_t v) {
-    uint64_t q = v ^ (SSE_SWAR_ONES * 0x22);
-    uint64_t b = v ^ (SSE_SWAR_ONES * 0x5c);
-    uint64_t zq = (q - SSE_SWAR_ONES) & ~q;
-    uint64_t zb = (b - SSE_SWAR_ONES) & ~b;
-    uint64_t lt = (v - SSE_SWAR_ONES * 0x20) & ~v;
-    return (zq | zb | lt) & SSE_SWAR_HIGH;
-}
+/* SWAR lane "ones" per character width: the word-at-a-time scans below read
+ * 8 bytes with memcpy (unaligned-safe) and test all lanes at once.  The lane
+ * order assumes a little-endian machine; big-endian builds use plain loops. */
+#define SSE_ONES_1 0x0101010101010101ULL
+#define SSE_ONES_2 0x0001000100010001ULL
+#define SSE_ONES_4 0x0000000100000001ULL
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define SSE_SWAR_OK 1
+#define SSE_CTZ64(m) __builtin_ctzll(m)
+#else
+#define SSE_SWAR_OK 0
+#define SSE_CTZ64(m) 0
+#endif
 
 static inline int sse_hexval(Py_UCS4 c) {
     if (c >= '0' && c <= '9') return (int)(c - '0');

@@ -26,6 +26,30 @@ static inline void SSE_FN(sse_ws)(SSE_FN(sse_ctx) *c) {
     c->i = i;
 }
 
+/* Lane-wise SWAR over one 64-bit word of SSE_T characters: non-zero iff a
+ * lane is '"', '\\' or < 0x20; the lowest set bit marks the first such lane
+ * exactly (borrows only propagate upwards, towards later lanes). */
+static inline uint64_t SSE_FN(sse_swar_special)(uint64_t v) {
+    const uint64_t ones = SSE_FN(SSE_ONES);
+    const uint64_t high = ones << (8 * sizeof(SSE_T) - 1);
+    uint64_t q = v ^ (ones * 0x22);
+    uint64_t b = v ^ (ones * 0x5c);
+    uint64_t zq = (q - ones) & ~q;
+    uint64_t zb = (b - ones) & ~b;
+    uint64_t lt = (v - ones * 0x20) & ~v;
+    return (zq | zb | lt) & high;
+}
+
+/* Same for a single character value: non-zero iff a lane equals ch. */
+static inline uint64_t SSE_FN(sse_swar_eq)(uint64_t v, uint64_t ch) {
+    const uint64_t ones = SSE_FN(SSE_ONES);
+    uint64_t x = v ^ (ones * ch);
+    return (x - ones) & ~x & (ones << (8 * sizeof(SSE_T) - 1));
+}
+
+#define SSE_LANES ((Py_ssize_t)(8 / sizeof(SSE_T)))
+#define SSE_LANE_OF(m) ((Py_ssize_t)(SSE_CTZ64(m) / (8 * sizeof(SSE_T))))
+
 /* Scan a string whose opening quote is at c->i.  On success c->i is just past
  * the closing quote and 1 is returned; *esc tells whether it held escapes. */
 static inline int SSE_FN(sse_string)(SSE_FN(sse_ctx) *c, int *esc) {
@@ -33,18 +57,24 @@ static inline int SSE_FN(sse_string)(SSE_FN(sse_ctx) *c, int *esc) {
     Py_ssize_t i = c->i + 1, n = c->n;
     int e = 0;
     for (;;) {
-#if SSE_IS_UCS1
-        while (i + 8 <= n) {
-            uint64_t v;
-            memcpy(&v, s + i, 8);
-            if (sse_swar_special(v)) break;
-            i += 8;
-        }
-#endif
-        while (i < n) {
-            SSE_T ch = s[i];
-            if (ch == '"' || ch == '\\' || ch < 0x20) break;
-            i++;
+        for (;;) {
+            if (SSE_SWAR_OK && i + SSE_LANES <= n) {
+                uint64_t v, m;
+                memcpy(&v, s + i, 8);
+                m = SSE_FN(sse_swar_special)(v);
+                if (m) {
+                    i += SSE_LANE_OF(m);
+                    break;
+                }
+                i += SSE_LANES;
+            } else {
+                while (i < n) {
+                    SSE_T ch = s[i];
+                    if (ch == '"' || ch == '\\' || ch < 0x20) break;
+                    i++;
+                }
+                break;
+            }
         }
         if (i >= n) return 0;
         SSE_T ch = s[i];
@@ -298,6 +328,13 @@ static inline Py_ssize_t SSE_FN(sse_find_eol)(const SSE_T *s, Py_ssize_t pos, Py
     cr = (const Py_UCS1 *)memchr(s + pos, '\r', (size_t)(lf - (s + pos)));
     return (cr ? cr : lf) - s;
 #else
+    while (SSE_SWAR_OK && pos + SSE_LANES <= end) {
+        uint64_t v, m;
+        memcpy(&v, s + pos, 8);
+        m = SSE_FN(sse_swar_eq)(v, '\n') | SSE_FN(sse_swar_eq)(v, '\r');
+        if (m) return pos + SSE_LANE_OF(m);
+        pos += SSE_LANES;
+    }
     while (pos < end && s[pos] != '\n' && s[pos] != '\r') pos++;
     return pos;
 #endif
@@ -316,7 +353,20 @@ static inline Py_ssize_t SSE_FN(sse_find_lflf)(const SSE_T *s, Py_ssize_t pos, P
     return end;
 #else
     while (pos + 1 < end) {
-        if (s[pos] == '\n' && s[pos + 1] == '\n') return pos;
+        uint64_t v, m;
+        if (SSE_SWAR_OK && pos + SSE_LANES <= end) {
+            memcpy(&v, s + pos, 8);
+            m = SSE_FN(sse_swar_eq)(v, '\n');
+            if (!m) {
+                pos += SSE_LANES;
+                continue;
+            }
+            pos += SSE_LANE_OF(m);
+        } else if (s[pos] != '\n') {
+            pos++;
+            continue;
+        }
+        if (pos + 1 < end && s[pos + 1] == '\n') return pos;
         pos++;
     }
     return end;
@@ -361,3 +411,6 @@ static Py_ssize_t SSE_FN(sse_unescape)(const SSE_T *s, Py_ssize_t i, Py_ssize_t 
     }
     return m;
 }
+
+#undef SSE_LANES
+#undef SSE_LANE_OF

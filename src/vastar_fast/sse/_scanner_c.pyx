@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, embedsignature=True
 # distutils: extra_compile_args = -O3
-# distutils: include_dirs = csrc ../../../csrc
+# distutils: include_dirs = csrc ../csrc
 """Compiled twin of ``_scanner_py``: same names, same signatures, same results.
 
 Why it is fast: a str is scanned in its own storage (1, 2 or 4 bytes per

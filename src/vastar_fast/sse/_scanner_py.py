@@ -273,23 +273,30 @@ def parse_stream(data: str) -> str:
         raise TypeError(f"parse_stream() expects str, not {type(data).__name__}")
     out: List[str] = []
     append = out.append
-    has_cr = "\r" in data
+    scan = _scan_once
+    pieces = data.split("\n\n")
+    # Every "\n" sits in a separator and there is no CR or BOM: each piece is
+    # then at most one line, so the per-piece line checks can be skipped.
+    simple = (
+        "\r" not in data
+        and not data.startswith(_BOM)
+        and data.count("\n") == 2 * (len(pieces) - 1)
+    )
     first = True
-    for piece in data.split("\n\n"):
-        if piece[:6] == "data: " and "\n" not in piece and not (has_cr and "\r" in piece):
-            # hot path: one "data: " line, spec and released rule coincide
+    for piece in pieces:
+        if piece.startswith("data: ") and (
+            simple or ("\n" not in piece and "\r" not in piece)
+        ):
+            # hot path: one "data: " line, spec and released rule coincide.
+            # ``.get`` equals the released ``"content" in delta`` + lookup
+            # for dicts, and any other delta type raises (-> None) either way.
             try:
-                obj, end = _scan_once(piece, 6)
+                obj, end = scan(piece, 6)
                 if end != len(piece):
                     raise ValueError
+                c = obj["choices"][0]["delta"].get("content")
             except Exception:
                 c = _json_content(piece[6:])
-            else:
-                try:
-                    delta = obj["choices"][0]["delta"]
-                    c = delta["content"] if "content" in delta else None
-                except Exception:
-                    c = None
             if c and c.__class__ is str:
                 append(c)
         elif piece:
