@@ -17,6 +17,7 @@ See ``_scanner_py`` for the semantics.
 
 import json
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport (
     PyUnicode_DATA,
@@ -68,8 +69,14 @@ cdef str _DONE = "[DONE]"
 
 # ---------------------------------------------------------------- helpers --
 
+@cython.boundscheck(True)
+@cython.wraparound(True)
 cdef object _content_of(object obj):
-    """The released lookup ``choices[0].delta["content"]``; None on any error."""
+    """The released lookup ``choices[0].delta["content"]``; None on any error.
+
+    Bounds checks are back on here: ``[]`` must raise IndexError (-> None)
+    exactly as in the pure twin, not read past the list.
+    """
     try:
         delta = obj["choices"][0]["delta"]
         if "content" in delta:
