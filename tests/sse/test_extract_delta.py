@@ -4,10 +4,9 @@ import json
 from types import ModuleType
 from typing import Any
 
+import sse_released as released
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import sse_released as released
 
 _scalars = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)

@@ -3,13 +3,12 @@
 import json
 from types import ModuleType
 
+import sse_released as _released
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sse_strategies import chunk_json, released_friendly_stream
 
 from vastar_fast.sse import SSEParser
-
-import sse_released as _released
-from sse_strategies import chunk_json, released_friendly_stream
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,14 +1,12 @@
 """Both twins, same input -> same output or same exception type."""
 
-import json
 from types import ModuleType
 from typing import Any, Callable, Tuple
 
+import sse_released as released
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sse_strategies import chunk_json
-
-import sse_released as released
 
 _sseish = st.text(
     alphabet=st.sampled_from(list('data:event:id:retry: {}[]"\\choices,delta:content[DONE]\n\r\n\r\ufeff\x00é😀01-eE.')),

@@ -10,16 +10,37 @@ import platform
 _NO_EXT = os.environ.get("VASTAR_FAST_NO_EXTENSIONS", "") not in ("", "0")
 
 if _NO_EXT or platform.python_implementation() != "CPython":  # pragma: no cover
-    from ._scanner_py import SSEDecoder, SSEEvent, extract_delta, iter_stream, parse_chunk, parse_stream
+    from ._scanner_py import (
+        SSEDecoder,
+        SSEEvent,
+        extract_delta,
+        iter_stream,
+        parse_chunk,
+        parse_stream,
+    )
 
     ACCELERATED = False
 else:
     try:
-        from ._scanner_c import SSEDecoder, SSEEvent, extract_delta, iter_stream, parse_chunk, parse_stream
+        from ._scanner_c import (  # type: ignore[assignment]
+            SSEDecoder,
+            SSEEvent,
+            extract_delta,
+            iter_stream,
+            parse_chunk,
+            parse_stream,
+        )
 
         ACCELERATED = True
     except ImportError:  # pragma: no cover - extension not built
-        from ._scanner_py import SSEDecoder, SSEEvent, extract_delta, iter_stream, parse_chunk, parse_stream
+        from ._scanner_py import (
+            SSEDecoder,
+            SSEEvent,
+            extract_delta,
+            iter_stream,
+            parse_chunk,
+            parse_stream,
+        )
 
         ACCELERATED = False
 

@@ -1,0 +1,34 @@
+"""The selector honours VASTAR_FAST_NO_EXTENSIONS and reports ACCELERATED."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_SRC = str(Path(__file__).resolve().parents[2] / "src")
+_PROBE = (
+    "import vastar_fast.sse as s, vastar_fast.sse.scanner as sc;"
+    "print(s.ACCELERATED, sc.parse_stream.__module__)"
+)
+
+
+def _probe(env_value: str) -> str:
+    env = dict(os.environ, PYTHONPATH=_SRC, VASTAR_FAST_NO_EXTENSIONS=env_value)
+    return subprocess.run(
+        [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_env_forces_pure() -> None:
+    assert _probe("1") == "False vastar_fast.sse._scanner_py"
+
+
+def test_default_uses_compiled_when_built() -> None:
+    try:
+        import vastar_fast.sse._scanner_c  # noqa: F401
+    except ImportError:
+        pytest.skip("compiled twin not built")
+    assert _probe("0") == "True vastar_fast.sse._scanner_c"
+    assert _probe("") == "True vastar_fast.sse._scanner_c"
