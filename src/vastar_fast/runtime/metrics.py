@@ -1,0 +1,107 @@
+"""Optional Prometheus metrics (``--metrics-port``; needs prometheus-client).
+
+Without a port the daemon uses :class:`NullMetrics`, whose methods do nothing, so the
+hot path pays one attribute lookup and call, not a label lookup per request. Each
+:class:`PrometheusMetrics` has its own registry so several daemons can live in one
+process (tests, the in-process RuntimeServer).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .breaker import STATE_VALUE
+
+__all__ = ["Metrics", "NullMetrics", "PrometheusMetrics", "create_metrics"]
+
+_ERROR_NAMES = ("success", "transient", "permanent", "rate_limited", "timeout", "invalid_request")
+
+
+class Metrics:
+    """The interface the server calls."""
+
+    port: Optional[int] = None
+
+    def observe(self, tenant: str, error_class: int, seconds: float) -> None:
+        """One finished request."""
+
+    def in_flight(self, delta: int) -> None:
+        """Requests in flight on the daemon went up or down."""
+
+    def breaker_state(self, host: str, state: str) -> None:
+        """A host's breaker changed state."""
+
+    def close(self) -> None:
+        """Stop serving metrics."""
+
+
+NullMetrics = Metrics
+
+
+class PrometheusMetrics(Metrics):
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client.exposition import start_http_server
+
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "vastar_runtime_requests",
+            "Requests answered, by tenant and error class",
+            ["tenant", "error_class"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "vastar_runtime_request_seconds",
+            "Time from request frame to terminal response",
+            buckets=(
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+            ),
+            registry=self.registry,
+        )
+        self._in_flight = Gauge(
+            "vastar_runtime_in_flight", "Requests in flight on the daemon", registry=self.registry
+        )
+        self._breaker = Gauge(
+            "vastar_runtime_breaker_state",
+            "Circuit breaker state per upstream host (0 closed, 1 half-open, 2 open)",
+            ["host"],
+            registry=self.registry,
+        )
+        started: Any = start_http_server(port, addr=host, registry=self.registry)
+        self._server = started[0] if isinstance(started, tuple) else None
+        self.port = self._server.server_port if self._server is not None else port
+
+    def observe(self, tenant: str, error_class: int, seconds: float) -> None:
+        name = _ERROR_NAMES[error_class] if 0 <= error_class < 6 else str(error_class)
+        self._requests.labels(tenant, name).inc()
+        self._latency.observe(seconds)
+
+    def in_flight(self, delta: int) -> None:
+        self._in_flight.inc(delta)
+
+    def breaker_state(self, host: str, state: str) -> None:
+        self._breaker.labels(host).set(STATE_VALUE.get(state, -1))
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def create_metrics(port: Optional[int]) -> Metrics:
+    return NullMetrics() if port is None else PrometheusMetrics(port)
