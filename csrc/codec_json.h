@@ -1,0 +1,544 @@
+/*
+ * codec_json.h -- plain C helpers for vastar_fast.protocol._codec_c.
+ *
+ * Three jobs, all on raw memory, no Python objects created here:
+ *
+ *  1. Little-endian loads/stores and a tiny forward FlatBuffers table layout
+ *     (vf_layout / vf_write_table) so a whole frame is written into one
+ *     buffer front to back instead of through a back-to-front Builder.
+ *  2. JSON string escaping with exactly json.JSONEncoder(ensure_ascii=False)
+ *     semantics, sized first (so the frame is allocated once at its exact
+ *     size) and then written; for str storage of every width and for UTF-8
+ *     bytes (validated strictly, because the pure twin decodes them first).
+ *  3. JSON string unescaping straight to UTF-8 bytes, with the semantics of
+ *     json.loads(bytes) (which decodes the document with "surrogatepass")
+ *     followed by .encode("utf-8", "surrogatepass").  Anything the fast path
+ *     does not model returns -1 and the Cython caller defers to the pure twin,
+ *     so results and errors always match it.
+ *
+ * The hot loops look at 16 bytes at a time with SSE2 where available (every
+ * x86-64), otherwise 8 at a time with SWAR on little-endian GCC/Clang, else a
+ * plain byte loop.
+ */
+#ifndef VASTAR_CODEC_JSON_H
+#define VASTAR_CODEC_JSON_H
+
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+#include <emmintrin.h>
+#define VF_SSE2 1
+#endif
+
+#if defined(_MSC_VER)
+#include <intrin.h>
+static __inline int vf_ctz32(unsigned int m) { unsigned long i; _BitScanForward(&i, m); return (int)i; }
+#else
+#define vf_ctz32(m) __builtin_ctz(m)
+#endif
+
+#if !defined(VF_SSE2) && defined(__GNUC__) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define VF_SWAR 1
+#endif
+
+/* Slack the unescaper may write past its logical end (one 16-byte store). */
+#define VF_UNESCAPE_SLACK 16
+
+/* ------------------------------------------------------------ little endian */
+
+static inline uint16_t vf_rd_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t vf_rd_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t vf_rd_u64(const uint8_t *p)
+{
+    return (uint64_t)vf_rd_u32(p) | ((uint64_t)vf_rd_u32(p + 4) << 32);
+}
+static inline void vf_wr_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void vf_wr_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static inline void vf_wr_u64(uint8_t *p, uint64_t v)
+{
+    vf_wr_u32(p, (uint32_t)v); vf_wr_u32(p + 4, (uint32_t)(v >> 32));
+}
+static inline void vf_wr_u32be(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+#define VF_ALIGN4(x) (((x) + 3) & ~(Py_ssize_t)3)
+#define VF_ALIGN8(x) (((x) + 7) & ~(Py_ssize_t)7)
+
+/* ------------------------------------------------------ FlatBuffers layout */
+
+/*
+ * Forward layout of one root table, positions relative to the start of the
+ * FlatBuffers bytes:
+ *
+ *   [0] u32 root offset | [4] vtable | table: i32 soffset, 8-byte scalars,
+ *   4-byte scalars and uoffsets, 2-byte, 1-byte | out-of-line objects in slot
+ *   order, each 4-aligned | zero padding to a multiple of 8.
+ *
+ * The table start is chosen so 8-byte scalars land on 8-aligned positions;
+ * with the total a multiple of 8 they are then 8-aligned from both ends, which
+ * is what FlatBuffers requires.  uoffsets always point forward (unsigned) and
+ * the vtable sits before its table (positive soffset), like flatc's output.
+ */
+#define VF_MAX_FIELDS 12
+
+typedef struct {
+    uint8_t size;        /* 0 absent; 1, 2, 4, 8 inline scalar; 4 for a reference */
+    uint8_t is_ref;      /* 1: a uoffset to an out-of-line object                  */
+    uint64_t value;      /* scalar bits (little-endian stored)                     */
+    Py_ssize_t ref_size; /* out-of-line object size in bytes (references only)     */
+    Py_ssize_t ref_pos;  /* out: where the object starts                           */
+    Py_ssize_t pos;      /* out: where the field sits inside the table             */
+} vf_field;
+
+typedef struct {
+    int n;
+    Py_ssize_t table_pos;
+    Py_ssize_t table_end;
+    Py_ssize_t total;
+    vf_field f[VF_MAX_FIELDS];
+} vf_table;
+
+static inline void vf_field_absent(vf_table *t, int slot) { t->f[slot].size = 0; t->f[slot].is_ref = 0; }
+static inline void vf_field_scalar(vf_table *t, int slot, int size, uint64_t v)
+{
+    t->f[slot].size = (uint8_t)size; t->f[slot].is_ref = 0; t->f[slot].value = v;
+}
+static inline void vf_field_ref(vf_table *t, int slot, Py_ssize_t ref_size)
+{
+    t->f[slot].size = 4; t->f[slot].is_ref = 1; t->f[slot].ref_size = ref_size;
+}
+
+/* Fill in every position; returns the total size of the FlatBuffers bytes. */
+static Py_ssize_t vf_layout(vf_table *t)
+{
+    int i, has8 = 0, sz;
+    Py_ssize_t T, cur;
+    for (i = 0; i < t->n; i++)
+        if (t->f[i].size == 8) has8 = 1;
+    T = VF_ALIGN4(4 + 4 + 2 * t->n);
+    if (has8 && (T & 7) != 4) T += 4;
+    t->table_pos = T;
+    cur = T + 4;
+    for (sz = 8; sz >= 1; sz >>= 1) {
+        for (i = 0; i < t->n; i++) {
+            if (t->f[i].size == sz) { t->f[i].pos = cur; cur += sz; }
+        }
+    }
+    t->table_end = cur;
+    cur = VF_ALIGN4(cur);
+    for (i = 0; i < t->n; i++) {
+        if (t->f[i].is_ref) { t->f[i].ref_pos = cur; cur = VF_ALIGN4(cur + t->f[i].ref_size); }
+    }
+    t->total = VF_ALIGN8(cur);
+    return t->total;
+}
+
+/* Write root offset, vtable, table and every padding byte; the caller then
+ * writes each out-of-line object at its ref_pos (exactly ref_size bytes). */
+static void vf_write_table(const vf_table *t, uint8_t *fb)
+{
+    int i;
+    Py_ssize_t T = t->table_pos, prev_end;
+    memset(fb, 0, (size_t)VF_ALIGN4(t->table_end));
+    vf_wr_u32(fb, (uint32_t)T);
+    vf_wr_u16(fb + 4, (uint16_t)(4 + 2 * t->n));
+    vf_wr_u16(fb + 6, (uint16_t)(t->table_end - T));
+    vf_wr_u32(fb + T, (uint32_t)(T - 4)); /* soffset: vtable = T - (T - 4) = 4 */
+    for (i = 0; i < t->n; i++) {
+        const vf_field *f = &t->f[i];
+        if (!f->size) continue;
+        vf_wr_u16(fb + 8 + 2 * i, (uint16_t)(f->pos - T));
+        if (f->is_ref) { vf_wr_u32(fb + f->pos, (uint32_t)(f->ref_pos - f->pos)); continue; }
+        switch (f->size) {
+        case 1: fb[f->pos] = (uint8_t)f->value; break;
+        case 2: vf_wr_u16(fb + f->pos, (uint16_t)f->value); break;
+        case 4: vf_wr_u32(fb + f->pos, (uint32_t)f->value); break;
+        default: vf_wr_u64(fb + f->pos, f->value); break;
+        }
+    }
+    /* zero the gaps after each out-of-line object and the final padding */
+    prev_end = VF_ALIGN4(t->table_end);
+    for (i = 0; i < t->n; i++) {
+        if (!t->f[i].is_ref) continue;
+        if (t->f[i].ref_pos > prev_end) memset(fb + prev_end, 0, (size_t)(t->f[i].ref_pos - prev_end));
+        prev_end = t->f[i].ref_pos + t->f[i].ref_size;
+    }
+    if (t->total > prev_end) memset(fb + prev_end, 0, (size_t)(t->total - prev_end));
+}
+
+/* Size of the KeyValue vector object for pairs whose UTF-8 sizes are given:
+ * [u32 count][count uoffsets][shared 8-byte vtable] then per pair a 12-byte
+ * table followed by its key and value strings, each 4-aligned. */
+static inline Py_ssize_t vf_kv_item_size(Py_ssize_t klen, Py_ssize_t vlen)
+{
+    return 12 + VF_ALIGN4(4 + klen + 1) + VF_ALIGN4(4 + vlen + 1);
+}
+
+/* ------------------------------------------------------------ UTF-8 rules */
+
+/* Length (2..4) of the valid multi-byte UTF-8 sequence at p, else 0.  With
+ * surrogates set, ED A0..BF xx (an encoded lone surrogate) is accepted too,
+ * exactly what Python's "surrogatepass" decoding accepts. */
+static inline int vf_utf8_seq(const uint8_t *p, Py_ssize_t avail, int surrogates)
+{
+    uint8_t c = p[0];
+    if (c >= 0xC2 && c <= 0xDF) return (avail >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (avail < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && p[1] < 0xA0) return 0;
+        if (c == 0xED && p[1] >= 0xA0 && !surrogates) return 0;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (avail < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xF0 && p[1] < 0x90) return 0;
+        if (c == 0xF4 && p[1] >= 0x90) return 0;
+        return 4;
+    }
+    return 0;
+}
+
+static inline uint8_t *vf_put_utf8(uint8_t *o, Py_UCS4 c)
+{
+    if (c < 0x80) { *o++ = (uint8_t)c; }
+    else if (c < 0x800) { *o++ = (uint8_t)(0xC0 | (c >> 6)); *o++ = (uint8_t)(0x80 | (c & 0x3F)); }
+    else if (c < 0x10000) {
+        *o++ = (uint8_t)(0xE0 | (c >> 12)); *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        *o++ = (uint8_t)(0x80 | (c & 0x3F));
+    } else {
+        *o++ = (uint8_t)(0xF0 | (c >> 18)); *o++ = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+        *o++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F)); *o++ = (uint8_t)(0x80 | (c & 0x3F));
+    }
+    return o;
+}
+
+/* ------------------------------------------------------------ JSON escape */
+
+/* Bytes json.JSONEncoder(ensure_ascii=False) emits for ASCII byte c. */
+static inline int vf_esc_len(uint8_t c)
+{
+    if (c >= 0x20) return (c == '"' || c == '\\') ? 2 : 1;
+    return (c == '\b' || c == '\t' || c == '\n' || c == '\f' || c == '\r') ? 2 : 6;
+}
+
+static inline uint8_t *vf_esc_put(uint8_t *o, uint8_t c)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (c >= 0x20 && c != '"' && c != '\\') { *o++ = c; return o; }
+    *o++ = '\\';
+    switch (c) {
+    case '"': *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '\n': *o++ = 'n'; break;
+    case '\r': *o++ = 'r'; break;
+    case '\t': *o++ = 't'; break;
+    case '\b': *o++ = 'b'; break;
+    case '\f': *o++ = 'f'; break;
+    default:
+        *o++ = 'u'; *o++ = '0'; *o++ = '0'; *o++ = (uint8_t)hex[c >> 4]; *o++ = (uint8_t)hex[c & 15];
+    }
+    return o;
+}
+
+/* Index of the first byte at or after i that is '"', '\\', < 0x20 or >= 0x80,
+ * or n.  Those are the only bytes either JSON direction must look at. */
+static inline Py_ssize_t vf_find_special(const uint8_t *p, Py_ssize_t i, Py_ssize_t n)
+{
+#if defined(VF_SSE2)
+    const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), sp = _mm_set1_epi8(0x20);
+    while (i + 16 <= n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        /* signed compare: bytes >= 0x80 are negative, so "< 0x20" flags them too */
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, b)),
+                                 _mm_cmplt_epi8(v, sp));
+        int mask = _mm_movemask_epi8(m);
+        if (mask) return i + vf_ctz32((unsigned int)mask);
+        i += 16;
+    }
+#elif defined(VF_SWAR)
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (i + 8 <= n) {
+        uint64_t w, lt, qq, bb, m;
+        memcpy(&w, p + i, 8);
+        lt = (w - ones * 0x20) & ~w;
+        qq = w ^ (ones * 0x22); qq = (qq - ones) & ~qq;
+        bb = w ^ (ones * 0x5C); bb = (bb - ones) & ~bb;
+        m = (lt | qq | bb | w) & highs;
+        if (m) return i + (__builtin_ctzll(m) >> 3);
+        i += 8;
+    }
+#endif
+    while (i < n) {
+        uint8_t c = p[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') return i;
+        i++;
+    }
+    return n;
+}
+
+/* Escaped size of ASCII text. */
+static Py_ssize_t vf_ascii_json_size(const uint8_t *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, size = n;
+    for (;;) {
+        i = vf_find_special(p, i, n);
+        if (i >= n) return size;
+        size += vf_esc_len(p[i]) - 1;
+        i++;
+    }
+}
+
+static uint8_t *vf_ascii_json_write(const uint8_t *p, Py_ssize_t n, uint8_t *o)
+{
+    Py_ssize_t i = 0, j;
+    for (;;) {
+        j = vf_find_special(p, i, n);
+        memcpy(o, p + i, (size_t)(j - i));
+        o += j - i;
+        if (j >= n) return o;
+        o = vf_esc_put(o, p[j]);
+        i = j + 1;
+    }
+}
+
+/* Escaped size of UTF-8 bytes, or -1 when they are not strictly valid UTF-8. */
+static Py_ssize_t vf_utf8_json_size(const uint8_t *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, size = n;
+    int k;
+    for (;;) {
+        i = vf_find_special(p, i, n);
+        if (i >= n) return size;
+        if (p[i] < 0x80) { size += vf_esc_len(p[i]) - 1; i++; continue; }
+        k = vf_utf8_seq(p + i, n - i, 0);
+        if (!k) return -1;
+        i += k;
+    }
+}
+
+/* Write validated UTF-8 bytes JSON-escaped. */
+static uint8_t *vf_utf8_json_write(const uint8_t *p, Py_ssize_t n, uint8_t *o)
+{
+    Py_ssize_t i = 0, j;
+    for (;;) {
+        j = vf_find_special(p, i, n);
+        memcpy(o, p + i, (size_t)(j - i));
+        o += j - i;
+        if (j >= n) return o;
+        if (p[j] < 0x80) { o = vf_esc_put(o, p[j]); i = j + 1; continue; }
+        i = j + vf_utf8_seq(p + j, n - j, 0);
+        while (j < i) *o++ = p[j++];
+    }
+}
+
+/* UTF-8 size of a str, JSON-escaped when json is set; -1 if the str holds a
+ * surrogate (the pure twin's .encode("utf-8") would raise). */
+static Py_ssize_t vf_str_size(PyObject *s, int json)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s), i, size = 0;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    if (PyUnicode_IS_ASCII(s)) return json ? vf_ascii_json_size((const uint8_t *)data, n) : n;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *d = (const Py_UCS1 *)data;
+        for (i = 0; i < n; i++) size += d[i] < 0x80 ? (json ? vf_esc_len(d[i]) : 1) : 2;
+    } else if (kind == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *d = (const Py_UCS2 *)data;
+        for (i = 0; i < n; i++) {
+            Py_UCS2 c = d[i];
+            if (c < 0x80) size += json ? vf_esc_len((uint8_t)c) : 1;
+            else if (c < 0x800) size += 2;
+            else if (c >= 0xD800 && c <= 0xDFFF) return -1;
+            else size += 3;
+        }
+    } else {
+        const Py_UCS4 *d = (const Py_UCS4 *)data;
+        for (i = 0; i < n; i++) {
+            Py_UCS4 c = d[i];
+            if (c < 0x80) size += json ? vf_esc_len((uint8_t)c) : 1;
+            else if (c < 0x800) size += 2;
+            else if (c >= 0xD800 && c <= 0xDFFF) return -1;
+            else if (c < 0x10000) size += 3;
+            else size += 4;
+        }
+    }
+    return size;
+}
+
+/* Write a str sized by vf_str_size (which must not have returned -1).  With
+ * upper set, ASCII a-z are upper-cased (str.upper on ASCII text). */
+static uint8_t *vf_str_write(PyObject *s, uint8_t *o, int json, int upper)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s), i;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    if (PyUnicode_IS_ASCII(s) && !upper) {
+        if (json) return vf_ascii_json_write((const uint8_t *)data, n, o);
+        memcpy(o, data, (size_t)n);
+        return o + n;
+    }
+    for (i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            if (upper && c >= 'a' && c <= 'z') c -= 32;
+            if (json) o = vf_esc_put(o, (uint8_t)c);
+            else *o++ = (uint8_t)c;
+        } else {
+            o = vf_put_utf8(o, c);
+        }
+    }
+    return o;
+}
+
+/* ---------------------------------------------------------- JSON unescape */
+
+static inline int vf_hex4(const uint8_t *p, Py_UCS4 *out)
+{
+    Py_UCS4 v = 0;
+    int k;
+    for (k = 0; k < 4; k++) {
+        uint8_t c = p[k];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (Py_UCS4)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (Py_UCS4)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (Py_UCS4)(c - 'A' + 10);
+        else return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/*
+ * Decode the JSON string whose first character (after the opening quote) is
+ * p[i], writing its UTF-8 (surrogatepass) bytes to out.  out must have room
+ * for (n - i) + VF_UNESCAPE_SLACK bytes: a JSON string never decodes longer
+ * than its source.  Returns the index just past the closing quote, or -1 for
+ * anything json.loads would reject (or that this path does not model); then
+ * the caller defers to the pure twin.  *ascii is cleared when a byte >= 0x80
+ * is written.
+ */
+static Py_ssize_t vf_json_unescape(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, uint8_t *out,
+                                   Py_ssize_t *outlen, int *ascii)
+{
+    uint8_t *o = out;
+    for (;;) {
+#if defined(VF_SSE2)
+        const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), sp = _mm_set1_epi8(0x20);
+        while (i + 16 <= n) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, b)),
+                                     _mm_cmplt_epi8(v, sp));
+            int mask = _mm_movemask_epi8(m);
+            _mm_storeu_si128((__m128i *)o, v);
+            if (!mask) { i += 16; o += 16; continue; }
+            mask = vf_ctz32((unsigned int)mask);
+            i += mask; o += mask;
+            break;
+        }
+#else
+        {
+            Py_ssize_t j = vf_find_special(p, i, n);
+            memcpy(o, p + i, (size_t)(j - i));
+            o += j - i;
+            i = j;
+        }
+#endif
+        if (i >= n) return -1;
+        {
+            uint8_t c = p[i];
+            if (c == '"') { *outlen = o - out; return i + 1; }
+            if (c == '\\') {
+                Py_UCS4 u, u2;
+                if (i + 1 >= n) return -1;
+                switch (p[i + 1]) {
+                case '"': *o++ = '"'; i += 2; continue;
+                case '\\': *o++ = '\\'; i += 2; continue;
+                case '/': *o++ = '/'; i += 2; continue;
+                case 'b': *o++ = '\b'; i += 2; continue;
+                case 'f': *o++ = '\f'; i += 2; continue;
+                case 'n': *o++ = '\n'; i += 2; continue;
+                case 'r': *o++ = '\r'; i += 2; continue;
+                case 't': *o++ = '\t'; i += 2; continue;
+                case 'u': break;
+                default: return -1;
+                }
+                if (i + 6 > n || !vf_hex4(p + i + 2, &u)) return -1;
+                i += 6;
+                /* json joins \uD8xx\uDCxx into one code point; any other
+                 * second escape is decoded on its own, as json does */
+                if (u >= 0xD800 && u <= 0xDBFF && i + 6 < n && p[i] == '\\' && p[i + 1] == 'u') {
+                    if (!vf_hex4(p + i + 2, &u2)) return -1;
+                    if (u2 >= 0xDC00 && u2 <= 0xDFFF) {
+                        u = 0x10000 + (((u - 0xD800) << 10) | (u2 - 0xDC00));
+                        i += 6;
+                    }
+                }
+                if (u >= 0x80) *ascii = 0;
+                o = vf_put_utf8(o, u); /* lone surrogates: 3 bytes, as surrogatepass */
+                continue;
+            }
+            if (c < 0x20) return -1; /* raw control character: json rejects it */
+            if (c < 0x80) { *o++ = c; i++; continue; } /* plain tail byte */
+            {
+                int k = vf_utf8_seq(p + i, n - i, 1);
+                if (!k) return -1;
+                *ascii = 0;
+                memcpy(o, p + i, (size_t)k);
+                o += k;
+                i += k;
+            }
+        }
+    }
+}
+
+static inline Py_ssize_t vf_skip_ws(const uint8_t *p, Py_ssize_t i, Py_ssize_t n)
+{
+    while (i < n && (p[i] == ' ' || p[i] == '\n' || p[i] == '\r' || p[i] == '\t')) i++;
+    return i;
+}
+
+/* Build a NamedTuple (tuple subclass) instance without its Python-level
+ * __new__: allocate the subtype and fill the slots, as tuple_subtype_new
+ * does.  Steals the references in items. */
+static PyObject *vf_new_named(PyObject *cls, Py_ssize_t n, PyObject **items)
+{
+    PyTypeObject *t = (PyTypeObject *)cls;
+    Py_ssize_t i;
+#if PY_VERSION_HEX >= 0x030E0000
+    /* newer tuples carry more than their items (a cached hash): go through tuple.__new__ */
+    PyObject *tup = PyTuple_New(n), *args, *r;
+    if (!tup) {
+        for (i = 0; i < n; i++) Py_DECREF(items[i]);
+        return NULL;
+    }
+    for (i = 0; i < n; i++) PyTuple_SET_ITEM(tup, i, items[i]);
+    args = PyTuple_Pack(1, tup);
+    Py_DECREF(tup);
+    if (!args) return NULL;
+    r = PyTuple_Type.tp_new(t, args, NULL);
+    Py_DECREF(args);
+    return r;
+#else
+    PyObject *r = t->tp_alloc(t, n);
+    if (!r) {
+        for (i = 0; i < n; i++) Py_DECREF(items[i]);
+        return NULL;
+    }
+    for (i = 0; i < n; i++) PyTuple_SET_ITEM(r, i, items[i]);
+    return r;
+#endif
+}
+
+#endif /* VASTAR_CODEC_JSON_H */
