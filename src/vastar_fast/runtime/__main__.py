@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..types import DEFAULT_SOCKET_PATH, DEFAULT_TCP_PORT
 from .config import ConfigError, RuntimeSettings, level_number, load_settings, parse_tcp
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ready-file",
         metavar="PATH",
-        help="write this JSON file ({pid, socket, tcp_port}) once listening",
+        help="write this JSON file ({pid, socket, tcp_port, metrics_port}) once listening",
     )
     p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
     return p
@@ -88,10 +88,10 @@ def _setup_logging(level: str) -> None:
     root.setLevel(level_number(level))
 
 
-def _write_ready_file(path: str, socket_path: Optional[str], tcp_port: Optional[int]) -> None:
+def _write_ready_file(path: str, info: Dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"pid": os.getpid(), "socket": socket_path, "tcp_port": tcp_port}, fh)
+        json.dump(info, fh)
     os.replace(tmp, path)  # atomic: a watcher never sees a half-written file
 
 
@@ -112,7 +112,13 @@ async def _serve(args: argparse.Namespace, settings: RuntimeSettings) -> int:
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
             pass
     if args.ready_file:
-        _write_ready_file(args.ready_file, socket_path, runtime.tcp_port)
+        info = {
+            "pid": os.getpid(),
+            "socket": socket_path,
+            "tcp_port": runtime.tcp_port,
+            "metrics_port": runtime.metrics.port,
+        }
+        _write_ready_file(args.ready_file, info)
     print(f"vastar runtime ready: {runtime.describe()} pid={os.getpid()}", flush=True)
     await runtime.serve_until_stopped()
     return 0

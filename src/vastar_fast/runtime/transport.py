@@ -136,6 +136,11 @@ class HTTPTransport:
             auto_decompress=True,
             trust_env=False,
         )
+        if hasattr(self.session, "_retry_connection"):
+            # aiohttp >= 3.10 silently resends an idempotent request once after a dropped
+            # connection; our retry policy (retry.max_attempts, deadline-aware backoff)
+            # must be the only one, so that "max attempts" means what it says.
+            self.session._retry_connection = False
         self._ssl: Dict[Tuple[bool, Optional[str]], SSLArg] = {}
 
     def ssl_for(self, policy: TenantPolicy) -> SSLArg:
