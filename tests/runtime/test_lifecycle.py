@@ -1,0 +1,171 @@
+"""Daemons with their own configuration: shutdown, socket handling, credits, breaker,
+the in-process RuntimeServer and the CLI's configuration errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vastar_fast.client.sync import RuntimeClient
+from vastar_fast.errors import ConnectorException
+from vastar_fast.protocol.connection import HealthReceived
+from vastar_fast.runtime import RuntimeServer, RuntimeSettings
+from vastar_fast.types import ErrorClass, HTTPRequest, RuntimeConfig
+
+from .helpers import Daemon, Raw, child_env, credits, payload
+from .upstream import Upstream, free_port, wait_until
+
+
+def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, upstream: Upstream) -> None:
+    d = Daemon(tmp_path, {"limits": {"shutdown_grace_s": 10}}).start()
+    try:
+        with Raw(d.socket_path) as raw:
+            rids = [raw.http("GET", upstream.base + "/slow?delay=1.0") for _ in range(3)]
+            assert wait_until(lambda: raw.health().active_requests == 3, 5)
+            d.proc.send_signal(15)  # type: ignore[union-attr]
+            assert wait_until(lambda: not os.path.exists(d.socket_path), 5)  # stops accepting
+            for rid in rids:
+                assert payload(raw.response(rid))["body"] == "slow 1.0"
+        assert d.proc.wait(20) == 0  # type: ignore[union-attr]
+    finally:
+        d.kill()
+    assert not os.path.exists(d.socket_path)
+    assert "runtime stopped" in d.log()
+
+
+def test_sigterm_grace_period_abandons_the_rest(tmp_path: Path, upstream: Upstream) -> None:
+    d = Daemon(tmp_path, {"limits": {"shutdown_grace_s": 0.5}}).start()
+    try:
+        with Raw(d.socket_path) as raw:
+            rid = raw.http("GET", upstream.base + "/slow?delay=30&key=grace")
+            assert wait_until(lambda: upstream.hits["grace"] == 1, 5)
+            t0 = time.monotonic()
+            d.proc.send_signal(15)  # type: ignore[union-attr]
+            r = raw.response(rid, timeout=10)
+            assert r.error_class == ErrorClass.TRANSIENT and "shut down" in (r.error_message or "")
+            assert time.monotonic() - t0 < 8
+        assert d.proc.wait(20) == 0  # type: ignore[union-attr]
+    finally:
+        d.kill()
+    assert not os.path.exists(d.socket_path)
+
+
+def test_stale_socket_is_replaced_and_live_one_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "rt.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)  # a socket file nobody accepts on: a dead daemon's
+    stale.close()
+    with Daemon(tmp_path / "a", socket_path=path) as d:
+        assert Raw(path).health().healthy
+        second = Daemon(tmp_path / "b", socket_path=path)
+        with pytest.raises(RuntimeError) as info:
+            second.start()
+        assert second.proc is not None and second.proc.returncode == 2
+        assert "already listening" in str(info.value)
+        assert Raw(path).health().healthy  # the first one is untouched
+        assert d.proc is not None and d.proc.poll() is None
+
+
+def test_credits_exceeded_is_rate_limited_at_once(tmp_path: Path, upstream: Upstream) -> None:
+    with Daemon(tmp_path, {"limits": {"credits_per_connection": 4}}) as d:
+        with Raw(d.socket_path) as raw:
+            slow = [raw.http("GET", upstream.base + "/slow?delay=2", stream=True) for _ in range(4)]
+            t0 = time.monotonic()
+            extra = [raw.http("GET", upstream.base + "/small") for _ in range(2)]
+            for rid in extra:
+                r = raw.response(rid, timeout=1.5)
+                assert r.error_class == ErrorClass.RATE_LIMITED
+                assert "limits.credits_per_connection" in (r.error_message or "")
+            assert time.monotonic() - t0 < 1.5  # not stalled behind the slow ones
+            cu = credits(raw.events)
+            assert cu and cu[0].total_credits == 4  # announced to the opted-in connection
+            for rid in slow:
+                assert raw.response(rid).error_class == 0
+            assert raw.response(raw.http("GET", upstream.base + "/small")).error_class == 0
+        # A released-style client (never opts in) gets the same limit, and no CreditUpdate.
+        with Raw(d.socket_path) as raw:
+            [raw.http("GET", upstream.base + "/slow?delay=1.5") for _ in range(4)]
+            r = raw.response(raw.http("GET", upstream.base + "/small"), timeout=1.0)
+            assert r.error_class == ErrorClass.RATE_LIMITED
+            assert not credits(raw.events)
+
+
+def test_breaker_opens_fails_fast_then_recovers(tmp_path: Path) -> None:
+    config = {
+        "breaker": {"failure_threshold": 3, "reset_timeout_s": 1.0},
+        "retry": {"max_attempts": 1},
+    }
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/small"
+    with (
+        Daemon(tmp_path, config) as d,
+        RuntimeClient(RuntimeConfig(socket_path=d.socket_path)) as c,
+    ):
+        for _ in range(3):
+            with pytest.raises(ConnectorException) as info:
+                c.execute_http(HTTPRequest("GET", url))
+            assert "cannot connect" in info.value.message
+        with pytest.raises(ConnectorException) as info:
+            c.execute_http(HTTPRequest("GET", url))
+        assert info.value.error_class == ErrorClass.TRANSIENT
+        assert "circuit breaker" in info.value.message and "probe" in info.value.message
+        assert "again in" in info.value.message
+        server = Upstream(port)  # the host comes back
+        try:
+            time.sleep(1.2)
+            r = c.execute_http(HTTPRequest("GET", url))  # the half-open probe
+            assert r.body == b"hello, world!"
+            assert c.execute_http(HTTPRequest("GET", url)).status_code == 200  # closed again
+        finally:
+            server.close()
+        assert f"circuit breaker for http://127.0.0.1:{port} opened" in d.log()
+
+
+def test_runtime_server_in_a_thread(tmp_path: Path, upstream: Upstream) -> None:
+    settings = RuntimeSettings()
+    with RuntimeServer(str(tmp_path / "rt.sock"), tcp_port=0, settings=settings) as rt:
+        assert rt.socket_path and os.path.exists(rt.socket_path)
+        assert rt.tcp_port and rt.tcp_port > 0
+        with RuntimeClient(RuntimeConfig(socket_path=rt.socket_path)) as c:
+            assert c.execute_http(HTTPRequest("GET", upstream.base + "/small")).status_code == 200
+        with RuntimeClient(RuntimeConfig(use_tcp=True, tcp_port=rt.tcp_port)) as c:
+            assert c.health_check().healthy
+        path = rt.socket_path
+    assert not os.path.exists(path)
+    with RuntimeServer() as rt:  # neither: a socket in a fresh temporary directory
+        assert rt.socket_path and os.path.exists(rt.socket_path) and rt.tcp_port is None
+        path = rt.socket_path
+    assert not os.path.exists(os.path.dirname(path))
+
+
+def test_runtime_server_reports_a_busy_socket(tmp_path: Path) -> None:
+    with RuntimeServer(str(tmp_path / "x.sock")) as first:
+        with pytest.raises(Exception, match="already listening"):
+            RuntimeServer(first.socket_path).start()
+        with Raw(first.socket_path) as raw:
+            assert isinstance(raw.health(), HealthReceived)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vastar_fast.runtime", *args],
+        capture_output=True, text=True, env=child_env(), timeout=60,
+    )  # fmt: skip
+
+
+def test_cli_config_errors_name_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("tenants:\n  acme:\n    max_concurent: 5\n")
+    r = _cli("--config", str(cfg), "--socket", str(tmp_path / "s"))
+    assert r.returncode == 2 and "tenants.acme.max_concurent: unknown key" in r.stderr
+    cfg.write_text("limits:\n  credits_per_connection: -1\n")
+    r = _cli("--config", str(cfg), "--socket", str(tmp_path / "s"))
+    assert r.returncode == 2 and "limits.credits_per_connection" in r.stderr
+    r = _cli("--tcp", "localhost:notaport")
+    assert r.returncode == 2 and "--tcp" in r.stderr
