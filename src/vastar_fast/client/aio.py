@@ -389,7 +389,7 @@ class AsyncRuntimeClient:
         return self._endpoint.describe() if self._endpoint else "(not connected)"
 
 
-class _Failure(Event):
+class _Failure:
     """Queued to a stream when its connection fails."""
 
     __slots__ = ("exc",)

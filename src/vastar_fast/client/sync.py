@@ -8,10 +8,13 @@ belongs to, so a response for another request is kept for its caller, never drop
 from __future__ import annotations
 
 import logging
+import socket
+import struct
+import sys
 import threading
 import time
 from collections import deque
-from typing import Deque, Dict, Iterator, List, Optional, Type
+from typing import Deque, Dict, Iterator, List, Optional, Tuple, Type
 
 from ..errors import ConnectorException, FrameTooLargeError, ProtocolError
 from ..protocol.connection import (
@@ -28,9 +31,9 @@ from .endpoint import Endpoint, open_socket, resolve_endpoint
 from .results import (
     HealthStatus,
     health_from_event,
+    CLIENT_GRACE_MS,
     invalid_request,
     response_from_event,
-    response_timeout_s,
 )
 
 __all__ = ["HTTPStream", "RuntimeClient"]
@@ -38,6 +41,11 @@ __all__ = ["HTTPStream", "RuntimeClient"]
 log = logging.getLogger("vastar_fast.client")
 
 _HEALTH_KEY = -1
+# struct timeval for SO_RCVTIMEO; Windows takes a DWORD of milliseconds instead, and
+# there the socket's own timeout is used.
+_TIMEVAL = (
+    None if sys.platform == "win32" or not hasattr(socket, "SO_RCVTIMEO") else struct.Struct("@ll")
+)
 _SUCCESS = ErrorClass.SUCCESS
 
 
@@ -51,7 +59,7 @@ class RuntimeClient:
 
     def __init__(self, config: Optional[RuntimeConfig] = None) -> None:
         self.config = config if config is not None else RuntimeConfig()
-        self._sock = None  # type: Optional[object]
+        self._sock: Optional[socket.socket] = None
         self._endpoint: Optional[Endpoint] = None
         self._conn = ClientConnection()
         self._mail: Dict[int, Deque[Event]] = {}
@@ -59,6 +67,8 @@ class RuntimeClient:
         self._send_lock = threading.Lock()
         self._health_lock = threading.Lock()
         self._reading = False
+        self._waiting = 0
+        self._rcvtimeo: Optional[float] = None
         self._broken: Optional[ConnectorException] = None
         self._runtime_extended = False
 
@@ -75,6 +85,7 @@ class RuntimeClient:
             self._conn = ClientConnection(request_id_seed=self._conn.next_request_id())
             self._broken = None
             self._runtime_extended = False
+            self._rcvtimeo = None
         log.info("connected to the Vastar runtime at %s", endpoint.describe())
 
     def close(self) -> None:
@@ -88,7 +99,7 @@ class RuntimeClient:
             )
             self._cond.notify_all()
         try:
-            sock.close()  # type: ignore[attr-defined]
+            sock.close()
         finally:
             log.info("closed the connection to the Vastar runtime")
 
@@ -150,17 +161,21 @@ class RuntimeClient:
         if self._sock is None:
             self.connect()
 
-    def _send_http(self, request: HTTPRequest, stream: bool) -> tuple:
-        self._ensure_connected()
+    def _send_http(self, request: HTTPRequest, stream: bool) -> Tuple[int, float]:
+        if self._sock is None:
+            self.connect()
         config = self.config
-        timeout_ms = request.timeout_ms if request.timeout_ms is not None else config.timeout_ms
+        timeout_ms = request.timeout_ms
+        if timeout_ms is None:
+            timeout_ms = config.timeout_ms
+        workspace = request.workspace_id
         conn = self._conn
         rid = conn.next_request_id()
         try:
             frame = conn.send_http(
                 rid,
                 request.tenant_id or config.tenant_id,
-                request.workspace_id if request.workspace_id is not None else config.workspace_id,
+                config.workspace_id if workspace is None else workspace,
                 request.trace_id,
                 int(time.time() * 1000) + timeout_ms,
                 request.method,
@@ -171,32 +186,35 @@ class RuntimeClient:
             )
         except ProtocolError as exc:
             raise invalid_request(exc, rid) from None
-        with self._cond:
-            self._mail[rid] = deque()
+        mail = self._mail
+        mail[rid] = deque()  # a single dict store: atomic under the GIL, no lock needed
         try:
             self._send(frame)
         except ConnectorException:
-            with self._cond:
-                self._mail.pop(rid, None)
+            mail.pop(rid, None)
             raise
-        return rid, response_timeout_s(timeout_ms)
+        return rid, (timeout_ms + CLIENT_GRACE_MS) / 1000.0
 
     def _send(self, frame: bytes) -> None:
         sock = self._sock
         if sock is None:
             raise ConnectorException("not connected to the runtime", ErrorClass.TRANSIENT, 0)
+        lock = self._send_lock
+        lock.acquire()
         try:
-            with self._send_lock:
-                sock.sendall(frame)  # type: ignore[attr-defined]
+            sock.sendall(frame)
         except OSError as exc:
+            lock.release()
             self._fail(f"lost the connection to the runtime while sending: {exc}")
             raise self._broken or ConnectorException(str(exc), ErrorClass.TRANSIENT, 0) from exc
+        lock.release()
 
     def _next_event(self, rid: int, deadline: float) -> Event:
         """The next event filed for ``rid``, reading the socket for everyone as needed."""
         cond = self._cond
-        while True:
-            with cond:
+        cond.acquire()
+        try:
+            while True:
                 box = self._mail.get(rid)
                 if box:
                     return box.popleft()
@@ -212,29 +230,53 @@ class RuntimeClient:
                         ErrorClass.TIMEOUT,
                         rid,
                     )
-                if self._reading:
+                if self._reading:  # another thread reads for us; it files and wakes us
+                    self._waiting += 1
                     cond.wait(remaining)
+                    self._waiting -= 1
                     continue
                 self._reading = True
                 sock = self._sock
-            events: List[Event] = []
-            try:
-                events = self._recv(sock, remaining)
-            finally:
-                with cond:
+                cond.release()
+                events: List[Event] = []
+                try:
+                    events = self._recv(sock, remaining)
+                finally:
+                    cond.acquire()
                     self._reading = False
                     for event in events:
                         self._file(event)
-                    cond.notify_all()
+                    if self._waiting:
+                        cond.notify_all()
+        finally:
+            cond.release()
 
-    def _recv(self, sock: object, timeout: float) -> List[Event]:
+    def _set_recv_timeout(self, sock: socket.socket, seconds: float) -> None:
+        """Bound the next recv. SO_RCVTIMEO keeps the socket in blocking mode, so a recv
+        is one syscall (Python's own timeouts add a poll() before every recv); the
+        caller re-sets it only when the wait shrinks noticeably or grows."""
+        seconds = max(seconds, 0.001)  # a zero timeval would mean "wait forever"
+        if _TIMEVAL is None:
+            sock.settimeout(seconds)
+        else:
+            whole = int(seconds)
+            sock.setsockopt(
+                socket.SOL_SOCKET,
+                socket.SO_RCVTIMEO,
+                _TIMEVAL.pack(whole, int((seconds - whole) * 1e6)),
+            )
+        self._rcvtimeo = seconds
+
+    def _recv(self, sock: Optional[socket.socket], timeout: float) -> List[Event]:
         if sock is None:
             return []
         conn = self._conn
+        current = self._rcvtimeo
         try:
-            sock.settimeout(timeout)  # type: ignore[attr-defined]
-            n = sock.recv_into(conn.get_buffer())  # type: ignore[attr-defined]
-        except TimeoutError:
+            if current is None or not 0.9 * current <= timeout <= current:
+                self._set_recv_timeout(sock, timeout)
+            n = sock.recv_into(conn.get_buffer())
+        except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO / settimeout expired
             return []
         except OSError as exc:
             self._fail(f"lost the connection to the runtime: {exc}")
@@ -285,7 +327,7 @@ class RuntimeClient:
         self._conn.forget(rid)
         if rid > 0 and self._runtime_extended and self._sock is not None:
             try:
-                self._sock.sendall(self._conn.send_cancel(rid))  # type: ignore[attr-defined]
+                self._sock.sendall(self._conn.send_cancel(rid))
             except OSError:
                 pass
 
@@ -297,7 +339,7 @@ class RuntimeClient:
             self._cond.notify_all()
         if sock is not None:
             try:
-                sock.close()  # type: ignore[attr-defined]
+                sock.close()
             except OSError:
                 pass
         log.warning("%s", message)

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ..errors import ProtocolError
 from ..types import MAX_PAYLOAD_SIZE, ErrorClass, MessageType
@@ -56,14 +55,7 @@ _STREAM_CHUNK = int(MessageType.STREAM_CHUNK)
 _CANCEL_REQUEST = int(MessageType.CANCEL_REQUEST)
 
 
-class Event:
-    """Base class of everything a connection hands back from received bytes."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True)
-class ResponseReceived(Event):
+class ResponseReceived(NamedTuple):
     """The terminal ExecuteResponse of a request."""
 
     request_id: int
@@ -73,8 +65,7 @@ class ResponseReceived(Event):
     duration_us: int
 
 
-@dataclass(frozen=True)
-class StreamStarted(Event):
+class StreamStarted(NamedTuple):
     """Extension 5: status and headers of a streamed answer."""
 
     request_id: int
@@ -83,48 +74,41 @@ class StreamStarted(Event):
     is_streaming: bool
 
 
-@dataclass(frozen=True)
-class StreamDataReceived(Event):
+class StreamDataReceived(NamedTuple):
     """Extension 6: body bytes, in order."""
 
     request_id: int
     data: bytes
 
 
-@dataclass(frozen=True)
-class HealthReceived(Event):
+class HealthReceived(NamedTuple):
     healthy: bool
     message: Optional[str]
     active_requests: int
     available_credits: int
 
 
-@dataclass(frozen=True)
-class CreditsUpdated(Event):
+class CreditsUpdated(NamedTuple):
     credit_delta: int
     total_credits: int
 
 
-@dataclass(frozen=True)
-class RequestReceived(Event):
+class RequestReceived(NamedTuple):
     """Server side: a decoded ExecuteRequest and the extensions it opted in to."""
 
     frame: codec.ExecuteRequestFrame
     extensions: FrozenSet[str]
 
 
-@dataclass(frozen=True)
-class HealthCheckReceived(Event):
+class HealthCheckReceived(NamedTuple):
     pass
 
 
-@dataclass(frozen=True)
-class CancelReceived(Event):
+class CancelReceived(NamedTuple):
     request_id: int
 
 
-@dataclass(frozen=True)
-class InvalidMessage(Event):
+class InvalidMessage(NamedTuple):
     """Server side: a frame that could not be understood.
 
     ``fatal`` means the byte stream cannot be trusted any more (bad length, unparsable
@@ -133,6 +117,22 @@ class InvalidMessage(Event):
 
     message: str
     fatal: bool
+
+
+_new_response = tuple.__new__
+
+# Events are NamedTuples (cheap to make on the hot path); drivers dispatch on their type.
+Event = Union[
+    ResponseReceived,
+    StreamStarted,
+    StreamDataReceived,
+    HealthReceived,
+    CreditsUpdated,
+    RequestReceived,
+    HealthCheckReceived,
+    CancelReceived,
+    InvalidMessage,
+]
 
 
 def extensions_of(headers: Sequence[Tuple[str, str]]) -> FrozenSet[str]:
@@ -218,16 +218,11 @@ class ClientConnection:
 
     def _drain(self) -> List[Event]:
         events: List[Event] = []
-        next_frame = self._frames.next_frame
-        while True:
-            frame = next_frame()
-            if frame is None:
-                return events
-            mtype, body = frame
+        for mtype, body in self._frames.frames():
             if mtype == _EXECUTE_RESPONSE:
                 r = codec.decode_execute_response(body)
                 self.outstanding.pop(r.request_id, None)
-                events.append(ResponseReceived(*r))
+                events.append(_new_response(ResponseReceived, r))
             elif mtype == _STREAM_CHUNK:
                 c = codec.decode_stream_chunk(body)
                 if c.request_id in self.outstanding:
@@ -239,13 +234,14 @@ class ClientConnection:
                         StreamStarted(s.request_id, s.status_code, dict(s.headers), s.is_streaming)
                     )
             elif mtype == _HEALTH_RESPONSE:
-                events.append(HealthReceived(*codec.decode_health_response(body)))
+                events.append(HealthReceived._make(codec.decode_health_response(body)))
             elif mtype == _CREDIT_UPDATE:
                 u = codec.decode_credit_update(body)
                 self.credits = u.total_credits
                 events.append(CreditsUpdated(u.credit_delta, u.total_credits))
             else:
                 log.debug("ignoring message type %d from the runtime", mtype)
+        return events
 
 
 class ServerConnection:

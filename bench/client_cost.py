@@ -1,0 +1,105 @@
+"""The client's own cost per round trip, as CPU time of the client process.
+
+Wall-clock round trips through a runtime are dominated by the runtime and the
+scheduler; CPU time spent in the client process is what the client itself costs.
+``raw`` (pre-encoded frame, one send, receive until complete, no decoding) is the floor
+every client pays in syscalls; a client's own cost is its CPU time minus raw's.
+
+    python bench/client_cost.py [--requests 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from released_client import ReleasedStyleClient, encode_request  # noqa: E402
+
+from vastar_fast import ACCELERATED, HTTPRequest, RuntimeClient, RuntimeConfig  # noqa: E402
+
+URL = "http://127.0.0.1:8088/small"
+
+
+def cpu_per_call(fn: Callable[[], object], n: int) -> float:
+    start = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="vastar-cost-")
+    path = os.path.join(tmp, "rt.sock")
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "canned_runtime.py"), path])
+    try:
+        while not os.path.exists(path + ".ready"):
+            time.sleep(0.02)
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+            os.sched_setaffinity(proc.pid, {1})
+            os.sched_setaffinity(0, {0})
+        import socket
+
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.connect(path)
+        frame = encode_request(1, "openai-connector", "default", "GET", URL, {}, b"")
+        buf = bytearray(65536)
+        view = memoryview(buf)
+
+        def raw_once() -> int:
+            raw.sendall(frame)
+            got = raw.recv_into(buf)
+            while got < 4 or got < 4 + struct.unpack_from(">I", buf)[0]:
+                got += raw.recv_into(view[got:])
+            return got
+
+        ours = RuntimeClient(
+            RuntimeConfig(tenant_id="openai-connector", workspace_id="default", socket_path=path)
+        )
+        ours.connect()
+        request = HTTPRequest(method="GET", url=URL)
+        released = ReleasedStyleClient(path)
+        cases: Dict[str, Callable[[], object]] = {
+            "raw": raw_once,
+            "vastar_fast": lambda: ours.execute_http(request),
+            "released": lambda: released.execute_http("GET", URL, {}, b""),
+        }
+        results: Dict[str, List[float]] = {k: [] for k in cases}
+        for _ in range(args.repeat):
+            for name, fn in cases.items():
+                cpu_per_call(fn, 500)  # warm
+                results[name].append(cpu_per_call(fn, args.requests))
+        med = {k: statistics.median(v) for k, v in results.items()}
+        own = {k: med[k] - med["raw"] for k in ("vastar_fast", "released")}
+        print(f"compiled twins live: {ACCELERATED}")
+        print(f"{'client':<14}{'CPU us/request':>16}{'own cost us':>14}")
+        for k in cases:
+            extra = f"{own[k] * 1e6:14.2f}" if k in own else ""
+            print(f"{k:<14}{med[k] * 1e6:16.2f}{extra}")
+        print(f"own cost, vastar_fast / released: {own['vastar_fast'] / own['released']:.3f}")
+        ours.close()
+        released.close()
+        raw.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for name in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, name))
+        os.rmdir(tmp)
+
+
+if __name__ == "__main__":
+    main()
