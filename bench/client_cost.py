@@ -24,7 +24,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from released_client import ReleasedStyleClient, encode_request  # noqa: E402
-
 from vastar_fast import ACCELERATED, HTTPRequest, RuntimeClient, RuntimeConfig  # noqa: E402
 
 URL = "http://127.0.0.1:8088/small"

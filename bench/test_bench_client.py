@@ -105,7 +105,6 @@ class InProcessRuntimeSocket:
 
     def __init__(self) -> None:
         from canned_runtime import PAYLOAD
-
         from vastar_fast.protocol import codec
 
         self._codec = codec

@@ -29,9 +29,9 @@ from ..protocol.connection import (
 from ..types import ErrorClass, HTTPRequest, HTTPResponse, RuntimeConfig
 from .endpoint import Endpoint, open_socket, resolve_endpoint
 from .results import (
+    CLIENT_GRACE_MS,
     HealthStatus,
     health_from_event,
-    CLIENT_GRACE_MS,
     invalid_request,
     response_from_event,
 )
