@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import AsyncIterator, Deque, Dict, Optional, Type, Union
+from typing import Any, AsyncIterator, Deque, Dict, Optional, Type, Union
 
 from ..errors import ConnectorException, FrameTooLargeError, ProtocolError
 from ..protocol.connection import (
@@ -39,7 +39,7 @@ __all__ = ["AsyncHTTPStream", "AsyncRuntimeClient"]
 log = logging.getLogger("vastar_fast.client")
 
 _HEALTH_KEY = -1
-_Waiter = Union["asyncio.Future[Event]", "asyncio.Queue[Event]"]
+_Waiter = Union["asyncio.Future[Event]", "asyncio.Queue[Any]"]
 
 
 class _Protocol(asyncio.BufferedProtocol):
@@ -410,7 +410,7 @@ class AsyncHTTPStream:
     def __init__(self, client: AsyncRuntimeClient, request: HTTPRequest) -> None:
         self._client = client
         self._request = request
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()  # events, or a _Failure
         self._pending: Deque[bytes] = deque()
         self._finished = False
         self._started = False
