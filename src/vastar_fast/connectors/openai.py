@@ -202,7 +202,7 @@ class OpenAIStreamConnector:
 
         Checks the runtime, the upstream (simulator or API) and the API key together.
         """
-        text = self.chat_completion("Say OK.")
+        text = self.chat_completion("Say hello.")
         log.debug("connection test answered %d characters", len(text))
         return True
 
