@@ -414,3 +414,24 @@ def _wait(predicate: object, timeout: float = 10.0) -> bool:
     from .upstream import wait_until
 
     return wait_until(predicate, timeout)  # type: ignore[arg-type]
+
+
+def test_deadline_mid_stream_ends_with_timeout(daemon: Daemon, upstream: Upstream) -> None:
+    with Raw(daemon.socket_path) as raw:
+        rid = raw.http("GET", upstream.base + "/sse?gap=5&key=s2", stream=True, timeout_ms=800)
+        t0 = time.monotonic()
+        r = raw.response(rid)
+        assert time.monotonic() - t0 < 4.0
+        evs = stream_events(raw.events, rid)
+    assert isinstance(evs[0], StreamStarted)
+    assert [e.data for e in evs if isinstance(e, StreamDataReceived)] == [b"data: one\n\n"]
+    assert r.error_class == ErrorClass.TIMEOUT and "before the upstream finished" in (
+        r.error_message or ""
+    )
+
+
+def test_header_injection_is_an_invalid_request(daemon: Daemon, upstream: Upstream) -> None:
+    with Raw(daemon.socket_path) as raw:
+        rid = raw.http("GET", upstream.base + "/small", headers={"X-Bad": "a\r\nInjected: 1"})
+        r = raw.response(rid)
+    assert r.error_class == ErrorClass.INVALID_REQUEST, r

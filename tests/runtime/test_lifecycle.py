@@ -4,11 +4,14 @@ the in-process RuntimeServer and the CLI's configuration errors."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -169,3 +172,46 @@ def test_cli_config_errors_name_the_key(tmp_path: Path) -> None:
     assert r.returncode == 2 and "limits.credits_per_connection" in r.stderr
     r = _cli("--tcp", "localhost:notaport")
     assert r.returncode == 2 and "--tcp" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Upstream, str]]:
+    """An HTTPS upstream with a self-signed certificate for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = str(tmp / "cert.pem"), str(tmp / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+         "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server = Upstream(ssl_context=ctx)
+    try:
+        yield server, cert
+    finally:
+        server.close()
+
+
+def test_tls_verified_by_default_ca_file_and_explicit_opt_out(
+    tmp_path: Path, tls_upstream: Tuple[Upstream, str]
+) -> None:
+    server, cert = tls_upstream
+    config = {
+        "tenants": {
+            "default": {},
+            "pinned": {"ca_file": cert},
+            "insecure": {"tls_verify": False},
+        }
+    }
+    url = server.base + "/small"
+    with Daemon(tmp_path, config) as d, Raw(d.socket_path) as raw:
+        r = raw.response(raw.http("GET", url, tenant="someone"))
+        assert r.error_class == ErrorClass.PERMANENT
+        assert "certificate verification failed" in (r.error_message or "")
+        assert "ca_file" in (r.error_message or "")
+        assert payload(raw.response(raw.http("GET", url, tenant="pinned")))["status_code"] == 200
+        assert payload(raw.response(raw.http("GET", url, tenant="insecure")))["status_code"] == 200

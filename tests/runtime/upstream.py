@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 from aiohttp import web
 
@@ -61,8 +62,9 @@ class _Threaded:
 
 
 class Upstream(_Threaded):
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, ssl_context: Optional[ssl.SSLContext] = None) -> None:
         super().__init__()
+        self.ssl_context = ssl_context
         self.hits: Counter[str] = Counter()
         self.events: List[tuple] = []
         """(name, time.time()) records written by handlers (SSE writes, cancellations)."""
@@ -71,7 +73,8 @@ class Upstream(_Threaded):
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     async def _start(self, port: int) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -88,7 +91,7 @@ class Upstream(_Threaded):
         r.add_route("*", "/hits/{key}", self.count)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 

@@ -56,6 +56,8 @@ _METHOD_LIST = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"
 _MAX_DEADLINE_S = 7 * 24 * 3600.0
 _CHUNK_MAX = 1024 * 1024
 """Largest StreamChunk data; far below the 10 MiB frame cap."""
+_BIG_FRAME = 256 * 1024
+"""Buffered answers larger than this wait for a paused transport to drain first."""
 _HIGH_WATER = 4 * 1024 * 1024
 """Transport write buffer size above which streamed chunks wait for the client."""
 
@@ -325,6 +327,7 @@ class Runtime:
         )
         self.debug = False
         self._servers: List[asyncio.AbstractServer] = []
+        self._closed_servers: List[asyncio.AbstractServer] = []
         self._socket_inode: Optional[Tuple[int, int]] = None
         self._stop_requested: Optional[asyncio.Event] = None
         self._idle: Optional[asyncio.Event] = None
@@ -431,20 +434,26 @@ class Runtime:
                     await asyncio.wait(tasks, timeout=5)
         for conn in list(self.connections):
             if conn.transport is not None:
-                conn.transport.close()
-        await asyncio.sleep(0)
+                conn.transport.close()  # flushes the last answers first
+        for server in self._closed_servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            except asyncio.TimeoutError:
+                log.warning("some client connections did not close in time")
         if self._transport is not None:
             await self._transport.close()
         self.metrics.close()
         log.info("runtime stopped")
 
     async def _close_listeners(self) -> None:
-        servers, self._servers = self._servers, []
-        for server in servers:
+        """Stop accepting and remove the socket file. Not awaiting ``wait_closed`` here:
+        from Python 3.12 it waits for every connection to end, and the connections must
+        stay open to receive the answers of their requests in flight."""
+        self._closed_servers, self._servers = self._servers, []
+        for server in self._closed_servers:
             server.close()
-        for server in servers:
-            await server.wait_closed()
         self._remove_socket()
+        await asyncio.sleep(0)
 
     def _remove_socket(self) -> None:
         path, inode = self.socket_path, self._socket_inode
@@ -662,6 +671,8 @@ class Runtime:
                     f"frame, over the {MAX_PAYLOAD_SIZE}-byte frame cap of Vastar clients; ask "
                     "for less data per request (paging) or use the streaming extension",
                 )
+            if conn._paused and len(frame) > _BIG_FRAME:
+                await conn.drain()  # a slow reader: do not pile big answers up in memory
             conn.write(frame)
             return
 
