@@ -119,3 +119,30 @@ def test_invalid_flatbuffers_matches_released_wording(daemon: Daemon) -> None:
     assert ours.request_id == released.request_id == 0
     assert ours.error_class == released.error_class == ErrorClass.INVALID_REQUEST
     assert (ours.error_message or "").startswith(released.error_message or "?")
+
+
+def test_released_sdk_reader_decodes_our_answer(daemon: Daemon, upstream: Upstream) -> None:
+    """Read our ExecuteResponse the way the released SDK does: length prefix, type byte,
+    flatc-generated accessors (independent of our codec)."""
+    import socket
+    import struct
+
+    from Vastar.Connector.Ipc.ExecuteResponse import ExecuteResponse  # flatc output
+
+    rid, frame = _retarget("py_sdk_get_request.bin", upstream)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(15)
+        sock.connect(daemon.socket_path)
+        sock.sendall(frame)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            buf += chunk
+    (length,) = struct.unpack(">I", buf[:4])
+    assert len(buf) == 4 + length and buf[4] == 1  # exactly one ExecuteResponse frame
+    resp = ExecuteResponse.GetRootAs(bytearray(buf[5:]), 0)
+    assert resp.RequestId() == rid and resp.ErrorClass() == 0 and resp.ErrorMessage() is None
+    data = bytes(resp.Payload(i) for i in range(resp.PayloadLength()))
+    obj = json.loads(data)
+    assert obj["status_code"] == 200 and obj["body"] == "hello, world!"
