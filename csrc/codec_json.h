@@ -420,87 +420,146 @@ static inline int vf_hex4(const uint8_t *p, Py_UCS4 *out)
     return 1;
 }
 
-/*
- * Decode the JSON string whose first character (after the opening quote) is
- * p[i], writing its UTF-8 (surrogatepass) bytes to out.  out must have room
- * for (n - i) + VF_UNESCAPE_SLACK bytes: a JSON string never decodes longer
- * than its source.  Returns the index just past the closing quote, or -1 for
- * anything json.loads would reject (or that this path does not model); then
- * the caller defers to the pure twin.  *ascii is cleared when a byte >= 0x80
- * is written.
- */
-static Py_ssize_t vf_json_unescape(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, uint8_t *out,
-                                   Py_ssize_t *outlen, int *ascii)
+/* What a two-character escape \X decodes to; 0 when X is not one of them. */
+static const uint8_t vf_simple_unescape[256] = {
+    ['"'] = '"', ['\\'] = '\\', ['/'] = '/', ['b'] = '\b',
+    ['f'] = '\f', ['n'] = '\n', ['r'] = '\r', ['t'] = '\t',
+};
+
+/* Handle the \uXXXX escape at p[i] (p[i] == '\\', p[i+1] == 'u'); returns the index
+ * after it (after both halves of a joined surrogate pair), or -1 (json would reject).
+ * Writes the code point as UTF-8; a lone surrogate as its 3-byte form, which is what
+ * .encode("utf-8", "surrogatepass") gives. */
+static inline Py_ssize_t vf_unescape_u(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, uint8_t **op)
 {
-    uint8_t *o = out;
-    for (;;) {
-#if defined(VF_SSE2)
-        const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), sp = _mm_set1_epi8(0x20);
-        while (i + 16 <= n) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
-            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, b)),
-                                     _mm_cmplt_epi8(v, sp));
-            int mask = _mm_movemask_epi8(m);
-            _mm_storeu_si128((__m128i *)o, v);
-            if (!mask) { i += 16; o += 16; continue; }
-            mask = vf_ctz32((unsigned int)mask);
-            i += mask; o += mask;
-            break;
-        }
-#else
-        {
-            Py_ssize_t j = vf_find_special(p, i, n);
-            memcpy(o, p + i, (size_t)(j - i));
-            o += j - i;
-            i = j;
-        }
-#endif
-        if (i >= n) return -1;
-        {
-            uint8_t c = p[i];
-            if (c == '"') { *outlen = o - out; return i + 1; }
-            if (c == '\\') {
-                Py_UCS4 u, u2;
-                if (i + 1 >= n) return -1;
-                switch (p[i + 1]) {
-                case '"': *o++ = '"'; i += 2; continue;
-                case '\\': *o++ = '\\'; i += 2; continue;
-                case '/': *o++ = '/'; i += 2; continue;
-                case 'b': *o++ = '\b'; i += 2; continue;
-                case 'f': *o++ = '\f'; i += 2; continue;
-                case 'n': *o++ = '\n'; i += 2; continue;
-                case 'r': *o++ = '\r'; i += 2; continue;
-                case 't': *o++ = '\t'; i += 2; continue;
-                case 'u': break;
-                default: return -1;
-                }
-                if (i + 6 > n || !vf_hex4(p + i + 2, &u)) return -1;
-                i += 6;
-                /* json joins \uD8xx\uDCxx into one code point; any other
-                 * second escape is decoded on its own, as json does */
-                if (u >= 0xD800 && u <= 0xDBFF && i + 6 < n && p[i] == '\\' && p[i + 1] == 'u') {
-                    if (!vf_hex4(p + i + 2, &u2)) return -1;
-                    if (u2 >= 0xDC00 && u2 <= 0xDFFF) {
-                        u = 0x10000 + (((u - 0xD800) << 10) | (u2 - 0xDC00));
-                        i += 6;
-                    }
-                }
-                if (u >= 0x80) *ascii = 0;
-                o = vf_put_utf8(o, u); /* lone surrogates: 3 bytes, as surrogatepass */
-                continue;
-            }
-            if (c < 0x20) return -1; /* raw control character: json rejects it */
-            if (c < 0x80) { *o++ = c; i++; continue; } /* plain tail byte */
-            {
-                int k = vf_utf8_seq(p + i, n - i, 1);
-                if (!k) return -1;
-                *ascii = 0;
-                memcpy(o, p + i, (size_t)k);
-                o += k;
-                i += k;
-            }
+    Py_UCS4 u, u2;
+    if (i + 6 > n || !vf_hex4(p + i + 2, &u)) return -1;
+    i += 6;
+    /* json joins \uD8xx\uDCxx into one code point (it needs one more char after the
+     * pair, always there in a valid document); any other second escape is decoded on
+     * its own */
+    if (u >= 0xD800 && u <= 0xDBFF && i + 6 < n && p[i] == '\\' && p[i + 1] == 'u') {
+        if (!vf_hex4(p + i + 2, &u2)) return -1;
+        if (u2 >= 0xDC00 && u2 <= 0xDFFF) {
+            u = 0x10000 + (((u - 0xD800) << 10) | (u2 - 0xDC00));
+            i += 6;
         }
     }
+    *op = vf_put_utf8(*op, u);
+    return i;
+}
+
+/*
+ * Decode the JSON string whose first character (after the opening quote) is
+ * p[i], writing its bytes to out.  out must have room for (n - i) +
+ * VF_UNESCAPE_SLACK bytes: a JSON string never decodes longer than its source.
+ * Returns the index just past the closing quote, or -1 for anything json.loads
+ * would reject (or that this path does not model); the caller then defers to
+ * the pure twin.
+ *
+ * Only '"', '\\' and control characters stop the copy loop.  Bytes >= 0x80 are
+ * copied as they are and NOT validated here: escapes only ever produce complete
+ * sequences (never a continuation byte), so the output is valid UTF-8 (with
+ * surrogates allowed) exactly when the raw parts are, and the caller validates
+ * the output once (vf_utf8_valid_sp, or the str decoder) -- only when *high says
+ * a raw byte >= 0x80 may have been copied (false positives are harmless).
+ */
+static Py_ssize_t vf_json_unescape(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, uint8_t *out,
+                                   Py_ssize_t *outlen, int *high)
+{
+    uint8_t *o = out;
+    uint8_t c, r, hi = 0;
+#if defined(VF_SSE2)
+    /* Every special byte of a 16-byte block is handled from one mask, so the next
+     * load does not wait on a ctz per escape (escape-dense SSE bodies have one every
+     * few bytes).  Segments are copied with one unaligned 16-byte load/store each;
+     * i + 32 <= n keeps every load inside the input. */
+    const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
+    __m128i seen = _mm_setzero_si128(); /* OR of every block: any byte >= 0x80? */
+    while (i + 32 <= n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        seen = _mm_or_si128(seen, v);
+        __m128i mm = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, b)),
+                                  _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v));
+        unsigned int m = (unsigned int)_mm_movemask_epi8(mm);
+        int pos = 0, k;
+        if (!m) { _mm_storeu_si128((__m128i *)o, v); i += 16; o += 16; continue; }
+        for (;;) {
+            k = vf_ctz32(m);
+            _mm_storeu_si128((__m128i *)o, _mm_loadu_si128((const __m128i *)(p + i + pos)));
+            o += k - pos;
+            c = p[i + k];
+            if (c == '\\') {
+                r = vf_simple_unescape[p[i + k + 1]];
+                if (r) {
+                    *o++ = r;
+                    pos = k + 2;
+                    m &= ~0u << pos; /* also drops an escaped '"' or '\\' */
+                    if (!m) break;
+                    continue;
+                }
+                if (p[i + k + 1] != 'u') return -1;
+                i = vf_unescape_u(p, i + k, n, &o);
+                if (i < 0) return -1;
+                pos = -1; /* reload at the new i */
+                break;
+            }
+            if (c == '"') {
+                *outlen = o - out;
+                *high = _mm_movemask_epi8(seen) != 0;
+                return i + k + 1;
+            }
+            return -1; /* raw control character: json rejects it */
+        }
+        if (pos < 0) continue;
+        if (pos < 16) {
+            _mm_storeu_si128((__m128i *)o, _mm_loadu_si128((const __m128i *)(p + i + pos)));
+            o += 16 - pos;
+            i += 16;
+        } else {
+            i += pos;
+        }
+    }
+    hi = _mm_movemask_epi8(seen) ? 0x80 : 0;
+#endif
+    while (i < n) {
+        c = p[i];
+        if (c == '"') { *outlen = o - out; *high = hi != 0; return i + 1; }
+        if (c == '\\') {
+            if (i + 1 >= n) return -1;
+            r = vf_simple_unescape[p[i + 1]];
+            if (r) { *o++ = r; i += 2; continue; }
+            if (p[i + 1] != 'u') return -1;
+            i = vf_unescape_u(p, i, n, &o);
+            if (i < 0) return -1;
+            continue;
+        }
+        if (c < 0x20) return -1;
+        hi |= c & 0x80;
+        *o++ = c;
+        i++;
+    }
+    return -1; /* unterminated */
+}
+
+/* Valid UTF-8 with encoded surrogates allowed: what bytes.decode("utf-8",
+ * "surrogatepass") accepts. */
+static int vf_utf8_valid_sp(const uint8_t *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    int k;
+    while (i < n) {
+#if defined(VF_SSE2)
+        while (i + 16 <= n && !_mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(p + i))))
+            i += 16;
+#endif
+        while (i < n && p[i] < 0x80) i++;
+        if (i >= n) return 1;
+        k = vf_utf8_seq(p + i, n - i, 1);
+        if (!k) return 0;
+        i += k;
+    }
+    return 1;
 }
 
 static inline Py_ssize_t vf_skip_ws(const uint8_t *p, Py_ssize_t i, Py_ssize_t n)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
+import vastar_fast
 from vastar_fast.protocol import codec
 from vastar_fast.protocol.connection import (
     ClientConnection,
@@ -25,7 +26,7 @@ from vastar_fast.protocol.connection import (
     StreamStarted,
 )
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(vastar_fast.__file__).resolve().parents[1])  # the vastar_fast under test
 
 
 def child_env() -> Dict[str, str]:

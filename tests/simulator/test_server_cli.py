@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+import vastar_fast
 from vastar_fast.simulator import FAULT_HEADER, SimulatorServer, SimulatorSettings
 from vastar_fast.simulator.__main__ import main
 
 from .helpers import post, request
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(vastar_fast.__file__).resolve().parents[1])  # the vastar_fast under test
 
 
 def test_start_stop_and_base_url() -> None:

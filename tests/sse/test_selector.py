@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-_SRC = str(Path(__file__).resolve().parents[2] / "src")
+import vastar_fast
+
+# The probe imports the same vastar_fast this test process does (an installed wheel in
+# CI, src/ in a checkout), so both see the same compiled modules.
+_SRC = str(Path(vastar_fast.__file__).resolve().parents[1])
 _PROBE = (
     "import vastar_fast.sse as s, vastar_fast.sse.scanner as sc;"
     "print(s.ACCELERATED, sc.parse_stream.__module__)"

@@ -140,7 +140,8 @@ cdef extern from "codec_json.h":
     uint8_t *vf_utf8_json_write(const uint8_t *p, Py_ssize_t n, uint8_t *o) nogil
     Py_ssize_t vf_find_special(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) nogil
     Py_ssize_t vf_json_unescape(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, uint8_t *out,
-                                Py_ssize_t *outlen, int *ascii) nogil
+                                Py_ssize_t *outlen, int *high) nogil
+    int vf_utf8_valid_sp(const uint8_t *p, Py_ssize_t n) nogil
     Py_ssize_t vf_skip_ws(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) nogil
     object vf_new_named(object cls, Py_ssize_t n, PyObject **items)
 
@@ -1227,10 +1228,10 @@ cdef object _json_str(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *
     """The str of the JSON string starting after its quote at p[i], or None (fall back)."""
     cdef Py_ssize_t j = vf_find_special(p, i, n)
     cdef Py_ssize_t outlen
-    cdef int ascii = 1
+    cdef int high = 0
     cdef uint8_t small[256]
     cdef uint8_t *tmp
-    if j < n and p[j] == c'"':
+    if j < n and p[j] == c'"':  # plain ASCII, the usual header
         end[0] = j + 1
         s = PyUnicode_New(j - i, 127)
         memcpy(PyUnicode_DATA(s), p + i, j - i)
@@ -1242,11 +1243,14 @@ cdef object _json_str(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *
         if tmp is NULL:
             raise MemoryError()
     try:
-        j = vf_json_unescape(p, i, n, tmp, &outlen, &ascii)
+        j = vf_json_unescape(p, i, n, tmp, &outlen, &high)
         if j < 0:
             return None
         end[0] = j
-        return _decode_utf8(<const char *>tmp, outlen, "surrogatepass")
+        try:
+            return _decode_utf8(<const char *>tmp, outlen, "surrogatepass")
+        except UnicodeDecodeError:
+            return None  # invalid UTF-8: json.loads fails on it, let the pure twin say so
     finally:
         if tmp is not small:
             PyMem_Free(tmp)
@@ -1255,13 +1259,13 @@ cdef object _json_str(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *
 cdef object _json_body(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *end):
     """The body string decoded straight into its bytes object, or None (fall back)."""
     cdef Py_ssize_t outlen
-    cdef int ascii = 1
+    cdef int high = 0
     cdef PyObject *raw = _bytes_new(NULL, n - i + VF_UNESCAPE_SLACK)
     if raw is NULL:
         raise MemoryError()
-    cdef Py_ssize_t j = vf_json_unescape(p, i, n, <uint8_t *>PyBytes_AS_STRING(<object>raw),
-                                         &outlen, &ascii)
-    if j < 0:
+    cdef uint8_t *o = <uint8_t *>PyBytes_AS_STRING(<object>raw)
+    cdef Py_ssize_t j = vf_json_unescape(p, i, n, o, &outlen, &high)
+    if j < 0 or (high and not vf_utf8_valid_sp(o, outlen)):
         Py_DECREF(<object>raw)
         return None
     if _PyBytes_Resize(&raw, outlen) < 0:

@@ -190,6 +190,9 @@ class FrameBuffer:
         return memoryview(self._recv)
 
     def buffer_updated(self, nbytes: int) -> None:
+        if not 0 <= nbytes <= len(self._recv):
+            # a negative count would otherwise append stale bytes ([:-k] slicing)
+            raise ValueError(f"nbytes={nbytes} is outside the {len(self._recv)}-byte receive buffer")
         self._buf += memoryview(self._recv)[:nbytes]
 
     def next_frame(self) -> Optional[Tuple[int, bytes]]:
