@@ -9,4 +9,11 @@ if GENERATED not in sys.path:
     sys.path.insert(0, GENERATED)
 
 SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared"))
-GOLDEN_DIR = os.path.join(SHARED, "golden")
+# Frames captured from the released SDKs and runtime. The team's shared copy wins when it
+# sits beside the checkout; tests/golden is a verbatim copy so a bare clone tests too.
+_SHARED_GOLDEN = os.path.join(SHARED, "golden")
+GOLDEN_DIR = (
+    _SHARED_GOLDEN
+    if os.path.isfile(os.path.join(_SHARED_GOLDEN, "index.json"))
+    else os.path.join(HERE, "golden")
+)
