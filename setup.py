@@ -14,6 +14,9 @@ from setuptools.command.build_ext import build_ext
 NO_EXTENSIONS = os.environ.get("VASTAR_FAST_NO_EXTENSIONS", "") not in ("", "0") or (
     sys.implementation.name != "cpython"
 )
+# Wheel builds (cibuildwheel) set this: a wheel without its compiled twins is a failure,
+# not a fallback.
+REQUIRE_EXTENSIONS = os.environ.get("VASTAR_FAST_REQUIRE_EXTENSIONS", "") not in ("", "0")
 
 EXTENSIONS = [
     ("vastar_fast.protocol._codec_c", "src/vastar_fast/protocol/_codec_c.pyx"),
@@ -38,6 +41,10 @@ class OptionalBuildExt(build_ext):
 
     @staticmethod
     def _warn(exc: BaseException, name: str = "compiled twins") -> None:
+        if REQUIRE_EXTENSIONS:
+            raise RuntimeError(
+                f"could not build {name} and VASTAR_FAST_REQUIRE_EXTENSIONS is set"
+            ) from exc
         sys.stderr.write(
             f"WARNING: could not build {name} ({exc}); vastar_fast will use its pure-Python "
             "twins, which work the same but slower.\n"
@@ -53,6 +60,8 @@ def _extensions() -> list:
     try:
         from Cython.Build import cythonize
     except ImportError:
+        if REQUIRE_EXTENSIONS:
+            raise
         sys.stderr.write("WARNING: Cython is not installed; building the pure-Python twins only.\n")
         return []
     extra = [] if sys.platform == "win32" else ["-O3"]
