@@ -56,8 +56,7 @@ def runtime_socket():
         os.rmdir(tmp)
 
 
-@pytest.mark.benchmark(group="client_round_trip")
-def test_round_trip_raw(benchmark, runtime_socket) -> None:
+def _round_trip_raw(benchmark, runtime_socket) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(runtime_socket)
     frame = encode_request(1, "openai-connector", "default", "GET", URL, {}, b"")
@@ -76,8 +75,7 @@ def test_round_trip_raw(benchmark, runtime_socket) -> None:
     sock.close()
 
 
-@pytest.mark.benchmark(group="client_round_trip")
-def test_round_trip_vastar_fast(benchmark, runtime_socket) -> None:
+def _round_trip_vastar_fast(benchmark, runtime_socket) -> None:
     request = HTTPRequest(method="GET", url=URL)
     with RuntimeClient(
         RuntimeConfig(
@@ -88,8 +86,7 @@ def test_round_trip_vastar_fast(benchmark, runtime_socket) -> None:
     assert response.body == b"hello, world!"
 
 
-@pytest.mark.benchmark(group="client_round_trip")
-def test_round_trip_released(benchmark, runtime_socket) -> None:
+def _round_trip_released(benchmark, runtime_socket) -> None:
     client = ReleasedStyleClient(runtime_socket)
     response = benchmark(client.execute_http, "GET", URL, {}, b"")
     assert response["body"] == b"hello, world!"
@@ -141,8 +138,7 @@ class InProcessRuntimeSocket:
         pass
 
 
-@pytest.mark.benchmark(group="client_own_cost")
-def test_own_cost_raw(benchmark) -> None:
+def _own_cost_raw(benchmark) -> None:
     sock = InProcessRuntimeSocket()
     frame = encode_request(1795280070375, "openai-connector", "default", "GET", URL, {}, b"")
     buf = bytearray(65536)
@@ -156,8 +152,7 @@ def test_own_cost_raw(benchmark) -> None:
     assert benchmark(once) > 100
 
 
-@pytest.mark.benchmark(group="client_own_cost")
-def test_own_cost_vastar_fast(benchmark) -> None:
+def _own_cost_vastar_fast(benchmark) -> None:
     client = RuntimeClient(RuntimeConfig(tenant_id="openai-connector", workspace_id="default"))
     client._sock = InProcessRuntimeSocket()  # type: ignore[assignment]
     request = HTTPRequest(method="GET", url=URL)
@@ -165,10 +160,34 @@ def test_own_cost_vastar_fast(benchmark) -> None:
     assert response.body == b"hello, world!"
 
 
-@pytest.mark.benchmark(group="client_own_cost")
-def test_own_cost_released(benchmark) -> None:
+def _own_cost_released(benchmark) -> None:
     client = ReleasedStyleClient.__new__(ReleasedStyleClient)
     client.sock = InProcessRuntimeSocket()  # type: ignore[assignment]
     client.next_id = int(time.time() * 1000)
     response = benchmark(client.execute_http, "GET", URL, {}, b"")
     assert response["body"] == b"hello, world!"
+
+
+ROUND_TRIP = {
+    "raw": _round_trip_raw,
+    "vastar_fast": _round_trip_vastar_fast,
+    "released": _round_trip_released,
+}
+OWN_COST = {
+    "raw": _own_cost_raw,
+    "vastar_fast": _own_cost_vastar_fast,
+    "released": _own_cost_released,
+}
+
+
+@pytest.mark.benchmark(group="client_round_trip")
+@pytest.mark.parametrize("variant", list(ROUND_TRIP))
+def test_round_trip(benchmark, runtime_socket, variant: str) -> None:
+    ROUND_TRIP[variant](benchmark, runtime_socket)
+
+
+@pytest.mark.benchmark(group="client_own_cost")
+@pytest.mark.parametrize("variant", list(OWN_COST))
+def test_own_cost(benchmark, variant: str) -> None:
+    """In-process fake runtime: the difference to ``raw`` is the client's own CPU cost."""
+    OWN_COST[variant](benchmark)

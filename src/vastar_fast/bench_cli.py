@@ -47,6 +47,23 @@ def ratio_table(data: dict) -> List[str]:
             mbps = f"{size / median / 1e6:9.1f}" if size else " " * 9
             ratio = f"{base['stats']['median'] / median:11.1f}x" if base else " " * 12
             rows.append(f"{group:<28} {variant:<22} {_fmt(median):>12} {mbps} {ratio}")
+        rows.extend(_own_cost_rows(group, variants))
+    return rows
+
+
+def _own_cost_rows(group: str, variants: Dict[str, dict]) -> List[str]:
+    """For groups with a ``raw`` floor (the least any client can do): each client's own
+    cost (its median minus raw's) and that cost as a fraction of the released one's."""
+    raw, base = variants.get("raw"), variants.get("released")
+    if raw is None or base is None:
+        return []
+    floor = raw["stats"]["median"]
+    base_own = base["stats"]["median"] - floor
+    rows = []
+    for variant in sorted(v for v in variants if v != "raw"):
+        own = variants[variant]["stats"]["median"] - floor
+        share = f"{own / base_own:11.3f}x" if base_own > 0 else " " * 12
+        rows.append(f"{group + ' own cost':<28} {variant:<22} {_fmt(own):>12} {'':9} {share}")
     return rows
 
 
