@@ -40,6 +40,15 @@ typedef struct {
     int escaped;      /* the raw string contains backslash escapes         */
 } sse_span;
 
+/* A learned event template (see sse_tmpl_match): offsets into the buffer
+ * being scanned.  lp == 0 means no template. */
+typedef struct {
+    Py_ssize_t tp; /* start of the template piece ("data: ...")            */
+    Py_ssize_t lp; /* length up to and including the content's open quote */
+    Py_ssize_t ts; /* index of the content's closing quote                 */
+    Py_ssize_t ls; /* length from the closing quote to the piece's end     */
+} sse_tmpl;
+
 /* Path roles while walking the document. */
 #define SSE_R_NONE 0
 #define SSE_R_TOP 1
@@ -134,6 +143,17 @@ static inline Py_ssize_t sse_unescape(int kind, const void *buf, Py_ssize_t star
     case 1: return sse_unescape_1((const Py_UCS1 *)buf, start, end, out);
     case 2: return sse_unescape_2((const Py_UCS2 *)buf, start, end, out);
     default: return sse_unescape_4((const Py_UCS4 *)buf, start, end, out);
+    }
+}
+
+/* Match the template t at pos (see the template header); end of the piece
+ * or -1. */
+static inline Py_ssize_t sse_tmpl_match(int kind, const void *buf, Py_ssize_t pos,
+                                        Py_ssize_t end, const sse_tmpl *t, sse_span *out) {
+    switch (kind) {
+    case 1: return sse_tmpl_match_1((const Py_UCS1 *)buf, pos, end, t, out);
+    case 2: return sse_tmpl_match_2((const Py_UCS2 *)buf, pos, end, t, out);
+    default: return sse_tmpl_match_4((const Py_UCS4 *)buf, pos, end, t, out);
     }
 }
 

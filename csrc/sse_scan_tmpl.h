@@ -412,5 +412,40 @@ static Py_ssize_t SSE_FN(sse_unescape)(const SSE_T *s, Py_ssize_t i, Py_ssize_t 
     return m;
 }
 
+/* Template fast path.  t describes a piece of the same buffer that the full
+ * scanner parsed as one single-line "data: " event whose content is a JSON
+ * string: s[t->tp : t->tp + t->lp) runs up to and including the content's
+ * opening quote, s[t->ts : t->ts + t->ls) from its closing quote to the end of
+ * the piece.  A piece at pos that equals the prefix, then holds one valid
+ * JSON string body (validated by the same sse_string the full scanner uses),
+ * then equals the suffix and then ends ("\n\n" or the end of the buffer) is
+ * the template with only that string token changed.  The full scanner's
+ * decisions before the token depend only on the prefix, after it only on the
+ * suffix, so it would report exactly this span: the result is identical.
+ * Returns the end of the piece and fills *out, or -1 (use the full scanner). */
+static inline Py_ssize_t SSE_FN(sse_tmpl_match)(const SSE_T *s, Py_ssize_t pos, Py_ssize_t n,
+                                                const sse_tmpl *t, sse_span *out) {
+    SSE_FN(sse_ctx) c;
+    int esc = 0;
+    Py_ssize_t q, e;
+    if (pos + t->lp + t->ls > n) return -1;
+    if (memcmp(s + pos, s + t->tp, (size_t)t->lp * sizeof(SSE_T)) != 0) return -1;
+    c.s = s;
+    c.n = n;
+    c.i = pos + t->lp - 1; /* the opening quote */
+    c.fallback = 0;
+    c.found = 0;
+    if (!SSE_FN(sse_string)(&c, &esc)) return -1;
+    q = c.i - 1; /* the closing quote */
+    e = q + t->ls;
+    if (e > n) return -1;
+    if (memcmp(s + q, s + t->ts, (size_t)t->ls * sizeof(SSE_T)) != 0) return -1;
+    if (e != n && !(e + 1 < n && s[e] == '\n' && s[e + 1] == '\n')) return -1;
+    out->start = pos + t->lp;
+    out->end = q;
+    out->escaped = esc;
+    return e;
+}
+
 #undef SSE_LANES
 #undef SSE_LANE_OF

@@ -49,6 +49,13 @@ cdef extern from "sse_scan.h" nogil:
     Py_ssize_t sse_find_lflf(int kind, const void *buf, Py_ssize_t pos, Py_ssize_t end)
     Py_ssize_t sse_unescape(int kind, const void *buf, Py_ssize_t start, Py_ssize_t end,
                             Py_UCS4 *out)
+    ctypedef struct sse_tmpl:
+        Py_ssize_t tp
+        Py_ssize_t lp
+        Py_ssize_t ts
+        Py_ssize_t ls
+    Py_ssize_t sse_tmpl_match(int kind, const void *buf, Py_ssize_t pos, Py_ssize_t end,
+                              const sse_tmpl *t, sse_span *out)
 
 
 __all__ = [
@@ -305,19 +312,11 @@ cdef class _Sink:
         self.length += n
         return 0
 
-    cdef int put(self, int kind, const char *buf, Py_ssize_t a, Py_ssize_t b,
-                 bint utf8) except -1:
-        """Scan buf[a:b) as one event's JSON data; 1 when content is not None."""
-        cdef sse_span sp
-        cdef int st
+    cdef int put_span(self, int kind, const char *buf, sse_span *sp, bint utf8) except -1:
+        """Store the content string a successful scan located; returns 1."""
         cdef Py_ssize_t j, n
         cdef object c
-        if self.mode == SINK_FIRST and self.has_first:
-            return 0
-        st = sse_json_delta(kind, buf, a, b, &sp)
-        if st == SSE_J_NONE:
-            return 0
-        if st == SSE_J_STR and self.mode == SINK_CONCAT and not utf8:
+        if self.mode == SINK_CONCAT and not utf8:
             # copy the content straight into the result, no temporary str
             n = sp.end - sp.start
             if n == 0:
@@ -338,18 +337,40 @@ cdef class _Sink:
                 memcpy(self.out + self.length, buf + sp.start * 4, <size_t>n * 4)
                 self.length += n
             return 1
-        if st == SSE_J_STR:
-            c = _span_str(kind, buf, &sp, utf8)
+        c = _span_str(kind, buf, sp, utf8)
+        if self.mode == SINK_FIRST:
+            self.first = c
+            self.has_first = True
         else:
-            c = _json_content(_text(kind, buf, a, b, utf8))
-            if c is None:
-                return 0
+            self._put_str(<str>c)
+        return 1
+
+    cdef int put_fallback(self, int kind, const char *buf, Py_ssize_t a, Py_ssize_t b,
+                          bint utf8) except -1:
+        """Content of buf[a:b) by json.loads; 1 when it is not None."""
+        cdef object c = _json_content(_text(kind, buf, a, b, utf8))
+        if c is None:
+            return 0
         if self.mode == SINK_FIRST:
             self.first = c
             self.has_first = True
         elif type(c) is str:
             self._put_str(<str>c)
         return 1
+
+    cdef int put(self, int kind, const char *buf, Py_ssize_t a, Py_ssize_t b,
+                 bint utf8) except -1:
+        """Scan buf[a:b) as one event's JSON data; 1 when content is not None."""
+        cdef sse_span sp
+        cdef int st
+        if self.mode == SINK_FIRST and self.has_first:
+            return 0
+        st = sse_json_delta(kind, buf, a, b, &sp)
+        if st == SSE_J_NONE:
+            return 0
+        if st == SSE_J_STR:
+            return self.put_span(kind, buf, &sp, utf8)
+        return self.put_fallback(kind, buf, a, b, utf8)
 
     cdef str result(self):
         return PyUnicode_FromKindAndData(4, self.out, self.length)
@@ -358,13 +379,30 @@ cdef class _Sink:
 # ---------------------------------------------------------- str streams --
 
 cdef int _scan_piece(int kind, const char *buf, Py_ssize_t a, Py_ssize_t b, bint first,
-                     _DataBuf acc, _Sink sink) except -1:
-    """Contents of one "\\n\\n" piece: spec first, the released rule second."""
+                     _DataBuf acc, _Sink sink, sse_tmpl *tm) except -1:
+    """Contents of one "\\n\\n" piece: spec first, the released rule second.
+
+    A single-line "data: " piece whose content is a JSON string becomes the
+    template ``*tm`` (when ``tm`` is not NULL) for the pieces that follow.
+    """
     cdef Py_ssize_t i = a, e, colon, v
-    cdef int found = 0
+    cdef int found = 0, st
+    cdef sse_span sp
     if sse_find_eol(kind, buf, a, b) == b and _starts_with_data_space(kind, buf, a, b):
         # hot path: a single "data: " line, spec and released rule coincide
-        return sink.put(kind, buf, a + 6, b, False)
+        if sink.mode == SINK_FIRST and sink.has_first:
+            return 0
+        st = sse_json_delta(kind, buf, a + 6, b, &sp)
+        if st == SSE_J_STR:
+            if tm != NULL:
+                tm.tp = a
+                tm.lp = sp.start - a
+                tm.ts = sp.end
+                tm.ls = b - sp.end
+            return sink.put_span(kind, buf, &sp, False)
+        if st == SSE_J_NONE:
+            return 0
+        return sink.put_fallback(kind, buf, a + 6, b, False)
     if first and b > a and _rd(kind, buf, a) == 0xFEFF:
         i += 1
     acc.clear()
@@ -403,10 +441,22 @@ cdef int _scan_stream(str data, _Sink sink) except -1:
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(data)
     cdef Py_ssize_t a = 0, b
     cdef _DataBuf acc = _DataBuf()
+    cdef sse_tmpl tm
+    cdef sse_span sp
+    tm.lp = 0
     while True:
+        if tm.lp:
+            # same event as the last one but for the content string?
+            b = sse_tmpl_match(kind, buf, a, n, &tm, &sp)
+            if b >= 0:
+                sink.put_span(kind, buf, &sp, False)
+                if b >= n:
+                    break
+                a = b + 2
+                continue
         b = sse_find_lflf(kind, buf, a, n)
         if b > a:
-            _scan_piece(kind, buf, a, b, a == 0, acc, sink)
+            _scan_piece(kind, buf, a, b, a == 0, acc, sink, &tm)
         if b >= n:
             break
         a = b + 2
@@ -452,7 +502,7 @@ def parse_chunk(chunk: str):
     acc = _DataBuf()
     # the piece scan already falls back to [6:] for "data: " chunks; the
     # released rule applies to any chunk, so finish with chunk[6:] if needed
-    _scan_piece(kind, buf, 0, n, True, acc, sink)
+    _scan_piece(kind, buf, 0, n, True, acc, sink, NULL)
     if sink.has_first:
         return sink.first
     if n > 6:
