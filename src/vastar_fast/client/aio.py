@@ -28,6 +28,7 @@ from ..types import ErrorClass, HTTPRequest, HTTPResponse, RuntimeConfig
 from .endpoint import Endpoint, resolve_endpoint
 from .results import (
     HealthStatus,
+    StreamState,
     health_from_event,
     invalid_request,
     response_from_event,
@@ -398,7 +399,7 @@ class _Failure:
         self.exc = exc
 
 
-class AsyncHTTPStream:
+class AsyncHTTPStream(StreamState):
     """An answer still arriving, for ``async with client.stream_http(req) as resp``.
 
     ``resp.status_code``/``resp.headers`` are set on entry; ``async for chunk in resp``
@@ -408,19 +409,18 @@ class AsyncHTTPStream:
     """
 
     def __init__(self, client: AsyncRuntimeClient, request: HTTPRequest) -> None:
+        super().__init__()
         self._client = client
         self._request = request
         self._queue: asyncio.Queue[Any] = asyncio.Queue()  # events, or a _Failure
-        self._pending: Deque[bytes] = deque()
-        self._finished = False
         self._started = False
         self.request_id = 0
         self.status_code = 0
         self.headers: Dict[str, str] = {}
-        self.is_streaming = False
-        self.streamed = False
-        self.duration_us = 0
         self._deadline = 0.0
+
+    def _on_finished(self) -> None:
+        self._client._release_slot()
 
     async def start(self) -> AsyncHTTPStream:
         """Send the request and wait for its status and headers."""
@@ -433,16 +433,9 @@ class AsyncHTTPStream:
         try:
             event = await self._next()
         except BaseException:
-            self._finished = True
-            self._client._release_slot()
+            self._end()
             raise
-        if isinstance(event, StreamStarted):
-            self.streamed = True
-            self.status_code = event.status_code
-            self.headers = event.headers
-            self.is_streaming = event.is_streaming
-        else:
-            self._finish(event)
+        self._head(event)
         return self
 
     async def _next(self) -> Event:
@@ -454,17 +447,6 @@ class AsyncHTTPStream:
         if isinstance(event, _Failure):
             raise event.exc
         return event
-
-    def _finish(self, event: Event) -> None:
-        self._finished = True
-        self._client._release_slot()
-        assert isinstance(event, ResponseReceived)
-        response = response_from_event(event)
-        self.status_code = response.status_code
-        self.headers = response.headers
-        self.duration_us = response.duration_us
-        if response.body:
-            self._pending.append(response.body)
 
     async def __aenter__(self) -> AsyncHTTPStream:
         return await self.start()
@@ -489,15 +471,11 @@ class AsyncHTTPStream:
             try:
                 event = await self._next()
             except BaseException:
-                if not self._finished:
-                    self._finished = True
-                    self._client._release_slot()
+                self._end()
                 raise
-            if isinstance(event, StreamDataReceived):
-                if event.data:
-                    yield event.data
-            elif isinstance(event, ResponseReceived):
-                self._finish(event)
+            data = self._body(event)
+            if data is not None:
+                yield data
 
     async def iter_deltas(self) -> AsyncIterator[str]:
         """OpenAI ``choices[0].delta.content`` texts, each as soon as its event is complete."""
@@ -516,8 +494,6 @@ class AsyncHTTPStream:
 
     async def aclose(self) -> None:
         """Stop reading; an unfinished request is cancelled at the runtime."""
-        if self._started and not self._finished:
-            self._finished = True
+        if self._started and self._end():
             self._client._give_up(self.request_id)
-            self._client._release_slot()
         self._pending.clear()

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
-from typing import Optional
+from typing import Deque, Dict, Optional
 
 from ..errors import ConnectorException, ProtocolError
 from ..protocol import codec
-from ..protocol.connection import Event, HealthReceived, ResponseReceived
+from ..protocol.connection import (
+    Event,
+    HealthReceived,
+    ResponseReceived,
+    StreamDataReceived,
+    StreamStarted,
+)
 from ..types import ErrorClass, HTTPResponse
 
 __all__ = [
     "HealthStatus",
+    "StreamState",
     "health_from_event",
     "invalid_request",
     "response_from_event",
@@ -84,3 +92,64 @@ def health_from_event(event: Event) -> HealthStatus:
             supported=False,
         )
     raise TypeError(f"unexpected event {event!r}")
+
+
+class StreamState:
+    """What both clients' streams know of an answer still arriving (no I/O here).
+
+    The first event is the head: ``StreamStarted`` (the runtime streams: our extension)
+    or the terminal ``ResponseReceived`` (a buffered answer from a runtime without the
+    extension, or an error, raised as ConnectorException). Later events carry body
+    chunks until the terminal response. ``_on_finished`` is the driver's hook, called
+    once when the request is over (answered, failed or abandoned).
+    """
+
+    request_id: int
+    status_code: int
+    headers: Dict[str, str]
+
+    def __init__(self) -> None:
+        self._pending: Deque[bytes] = deque()
+        self._finished = False
+        self.streamed = False
+        """True when the runtime forwarded the body incrementally (our extension)."""
+        self.duration_us = 0
+        self.is_streaming = False
+
+    def _on_finished(self) -> None:
+        raise NotImplementedError
+
+    def _end(self) -> bool:
+        """Mark the request over; True the first time (the caller then cleans up)."""
+        if self._finished:
+            return False
+        self._finished = True
+        self._on_finished()
+        return True
+
+    def _head(self, event: Event) -> None:
+        if isinstance(event, StreamStarted):
+            self.streamed = True
+            self.status_code = event.status_code
+            self.headers = event.headers
+            self.is_streaming = event.is_streaming
+        else:
+            self._finish(event)
+
+    def _finish(self, event: Event) -> None:
+        self._end()
+        assert isinstance(event, ResponseReceived)
+        response = response_from_event(event)
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self.duration_us = response.duration_us
+        if response.body:
+            self._pending.append(response.body)
+
+    def _body(self, event: Event) -> Optional[bytes]:
+        """The chunk an event after the head carries (finishing on the terminal one)."""
+        if isinstance(event, StreamDataReceived):
+            return event.data or None
+        if isinstance(event, ResponseReceived):
+            self._finish(event)
+        return None

@@ -31,6 +31,7 @@ from .endpoint import Endpoint, open_socket, resolve_endpoint
 from .results import (
     CLIENT_GRACE_MS,
     HealthStatus,
+    StreamState,
     health_from_event,
     invalid_request,
     response_from_event,
@@ -348,44 +349,23 @@ class RuntimeClient:
         return self._endpoint.describe() if self._endpoint else "(not connected)"
 
 
-class HTTPStream:
+class HTTPStream(StreamState):
     """An answer that is still arriving; made by :meth:`RuntimeClient.stream_http`."""
 
     def __init__(self, client: RuntimeClient, request_id: int, deadline: float) -> None:
+        super().__init__()
         self._client = client
         self.request_id = request_id
         self._deadline = deadline
-        self._pending: Deque[bytes] = deque()
-        self._finished = False
-        self.streamed = False
-        """True when the runtime forwarded the body incrementally (our extension)."""
-        self.duration_us = 0
-        self.is_streaming = False
         try:
             event = client._next_event(request_id, deadline)
         except ConnectorException:
             client._mail.pop(request_id, None)
             raise
-        if isinstance(event, StreamStarted):
-            self.streamed = True
-            self.status_code = event.status_code
-            self.headers = event.headers
-            self.is_streaming = event.is_streaming
-        else:
-            self._finish(event)  # buffered answer (released runtime) or an error
-            response = self._response
-            self.status_code = response.status_code
-            self.headers = response.headers
+        self._head(event)  # a buffered answer (released runtime) or an error finishes here
 
-    def _finish(self, event: Event) -> None:
-        self._finished = True
+    def _on_finished(self) -> None:
         self._client._mail.pop(self.request_id, None)
-        assert isinstance(event, ResponseReceived)
-        response = response_from_event(event)
-        self._response = response
-        self.duration_us = response.duration_us
-        if response.body:
-            self._pending.append(response.body)
 
     def __enter__(self) -> HTTPStream:
         return self
@@ -401,12 +381,9 @@ class HTTPStream:
                 yield pending.popleft()
             if self._finished:
                 return
-            event = self._client._next_event(self.request_id, self._deadline)
-            if isinstance(event, StreamDataReceived):
-                if event.data:
-                    yield event.data
-            elif isinstance(event, ResponseReceived):
-                self._finish(event)
+            data = self._body(self._client._next_event(self.request_id, self._deadline))
+            if data is not None:
+                yield data
 
     def iter_deltas(self) -> Iterator[str]:
         """OpenAI ``choices[0].delta.content`` texts, each as soon as its event is complete."""
