@@ -3,9 +3,9 @@
  *
  * Three jobs, all on raw memory, no Python objects created here:
  *
- *  1. Little-endian loads/stores and a tiny forward FlatBuffers table layout
- *     (vf_layout / vf_write_table) so a whole frame is written into one
- *     buffer front to back instead of through a back-to-front Builder.
+ *  1. Little-endian loads/stores and a C replica of flatbuffers.Builder
+ *     (vf_b_*) so a whole frame, byte for byte what the Python Builder makes,
+ *     is measured and then written into one exactly-sized buffer.
  *  2. JSON string escaping with exactly json.JSONEncoder(ensure_ascii=False)
  *     semantics, sized first (so the frame is allocated once at its exact
  *     size) and then written; for str storage of every width and for UTF-8
@@ -75,114 +75,167 @@ static inline void vf_wr_u32be(uint8_t *p, uint32_t v)
 #define VF_ALIGN4(x) (((x) + 3) & ~(Py_ssize_t)3)
 #define VF_ALIGN8(x) (((x) + 7) & ~(Py_ssize_t)7)
 
-/* ------------------------------------------------------ FlatBuffers layout */
+/* ------------------------------------------------- FlatBuffers back-builder */
 
 /*
- * Forward layout of one root table, positions relative to the start of the
- * FlatBuffers bytes:
+ * A C replica of the official Python flatbuffers.Builder (25.x), so the compiled
+ * twin writes exactly the bytes the pure twin gets from the Builder.  The Builder
+ * works back to front and every position, padding and alignment decision depends
+ * only on the number of bytes written so far (Offset(), counted from the end), so
+ * the same operation sequence is run twice: once with buf == NULL to learn the
+ * size, then into one exactly-sized buffer whose END is buf + cap.
  *
- *   [0] u32 root offset | [4] vtable | table: i32 soffset, 8-byte scalars,
- *   4-byte scalars and uoffsets, 2-byte, 1-byte | out-of-line objects in slot
- *   order, each 4-aligned | zero padding to a multiple of 8.
- *
- * The table start is chosen so 8-byte scalars land on 8-aligned positions;
- * with the total a multiple of 8 they are then 8-aligned from both ends, which
- * is what FlatBuffers requires.  uoffsets always point forward (unsigned) and
- * the vtable sits before its table (positive soffset), like flatc's output.
+ * Mirrored behaviour: Prep (pads with zeros, tracks minalign), CreateString (NUL
+ * terminated, length prefix), CreateByteVector, StartVector / PrependUOffsetTRelative
+ * / EndVector, StartObject / Prepend<scalar>Slot / PrependUOffsetTRelativeSlot /
+ * EndObject (trailing absent slots trimmed from the vtable; vtables deduplicated on
+ * the Builder's key: the trimmed, reversed field offsets plus the object size) and
+ * Finish (Prep(minalign, 4) then the root uoffset).  Every byte of the output is
+ * written explicitly, as in the Builder.
  */
 #define VF_MAX_FIELDS 12
+#define VF_MAX_VTABLES 4 /* distinct vtables per buffer; our tables need 2 (KeyValue + root) */
 
 typedef struct {
-    uint8_t size;        /* 0 absent; 1, 2, 4, 8 inline scalar; 4 for a reference */
-    uint8_t is_ref;      /* 1: a uoffset to an out-of-line object                  */
-    uint64_t value;      /* scalar bits (little-endian stored)                     */
-    Py_ssize_t ref_size; /* out-of-line object size in bytes (references only)     */
-    Py_ssize_t ref_pos;  /* out: where the object starts                           */
-    Py_ssize_t pos;      /* out: where the field sits inside the table             */
-} vf_field;
+    uint8_t *end;          /* one past the last byte; NULL while measuring */
+    Py_ssize_t off;        /* Builder.Offset(): bytes written so far          */
+    Py_ssize_t minalign;
+    Py_ssize_t object_end; /* Offset() at StartObject                          */
+    int nfields;
+    Py_ssize_t vt[VF_MAX_FIELDS];
+    int nvtables;
+    int vt_len[VF_MAX_VTABLES];
+    Py_ssize_t vt_key[VF_MAX_VTABLES][VF_MAX_FIELDS + 1];
+    Py_ssize_t vt_off[VF_MAX_VTABLES];
+} vf_bld;
 
-typedef struct {
-    int n;
-    Py_ssize_t table_pos;
-    Py_ssize_t table_end;
-    Py_ssize_t total;
-    vf_field f[VF_MAX_FIELDS];
-} vf_table;
-
-static inline void vf_field_absent(vf_table *t, int slot) { t->f[slot].size = 0; t->f[slot].is_ref = 0; }
-static inline void vf_field_scalar(vf_table *t, int slot, int size, uint64_t v)
+static inline void vf_b_init(vf_bld *b, uint8_t *end)
 {
-    t->f[slot].size = (uint8_t)size; t->f[slot].is_ref = 0; t->f[slot].value = v;
-}
-static inline void vf_field_ref(vf_table *t, int slot, Py_ssize_t ref_size)
-{
-    t->f[slot].size = 4; t->f[slot].is_ref = 1; t->f[slot].ref_size = ref_size;
+    b->end = end; b->off = 0; b->minalign = 1; b->object_end = 0; b->nfields = 0; b->nvtables = 0;
 }
 
-/* Fill in every position; returns the total size of the FlatBuffers bytes. */
-static Py_ssize_t vf_layout(vf_table *t)
+/* Where the byte at Offset() o sits (write mode only). */
+#define VF_AT(b, o) ((b)->end - (o))
+
+static inline void vf_b_pad(vf_bld *b, Py_ssize_t n)
 {
-    int i, has8 = 0, sz;
-    Py_ssize_t T, cur;
-    for (i = 0; i < t->n; i++)
-        if (t->f[i].size == 8) has8 = 1;
-    T = VF_ALIGN4(4 + 4 + 2 * t->n);
-    if (has8 && (T & 7) != 4) T += 4;
-    t->table_pos = T;
-    cur = T + 4;
-    for (sz = 8; sz >= 1; sz >>= 1) {
-        for (i = 0; i < t->n; i++) {
-            if (t->f[i].size == sz) { t->f[i].pos = cur; cur += sz; }
-        }
-    }
-    t->table_end = cur;
-    cur = VF_ALIGN4(cur);
-    for (i = 0; i < t->n; i++) {
-        if (t->f[i].is_ref) { t->f[i].ref_pos = cur; cur = VF_ALIGN4(cur + t->f[i].ref_size); }
-    }
-    t->total = VF_ALIGN8(cur);
-    return t->total;
+    if (n <= 0) return;
+    b->off += n;
+    if (b->end) memset(VF_AT(b, b->off), 0, (size_t)n);
 }
 
-/* Write root offset, vtable, table and every padding byte; the caller then
- * writes each out-of-line object at its ref_pos (exactly ref_size bytes). */
-static void vf_write_table(const vf_table *t, uint8_t *fb)
+static inline void vf_b_prep(vf_bld *b, Py_ssize_t size, Py_ssize_t additional)
+{
+    if (size > b->minalign) b->minalign = size;
+    vf_b_pad(b, (~(b->off + additional) + 1) & (size - 1));
+}
+
+static inline void vf_b_place_u8(vf_bld *b, uint8_t v) { b->off += 1; if (b->end) *VF_AT(b, b->off) = v; }
+static inline void vf_b_place_u16(vf_bld *b, uint16_t v) { b->off += 2; if (b->end) vf_wr_u16(VF_AT(b, b->off), v); }
+static inline void vf_b_place_u32(vf_bld *b, uint32_t v) { b->off += 4; if (b->end) vf_wr_u32(VF_AT(b, b->off), v); }
+static inline void vf_b_place_u64(vf_bld *b, uint64_t v) { b->off += 8; if (b->end) vf_wr_u64(VF_AT(b, b->off), v); }
+
+/* CreateString for len bytes; *data (write mode) is where the caller puts them. */
+static inline Py_ssize_t vf_b_string(vf_bld *b, Py_ssize_t len, uint8_t **data)
+{
+    vf_b_prep(b, 4, len + 1);
+    vf_b_place_u8(b, 0);
+    b->off += len;
+    *data = b->end ? VF_AT(b, b->off) : NULL;
+    vf_b_place_u32(b, (uint32_t)len);
+    return b->off;
+}
+
+/* CreateByteVector for len bytes; *data as above. */
+static inline Py_ssize_t vf_b_bytes(vf_bld *b, Py_ssize_t len, uint8_t **data)
+{
+    vf_b_prep(b, 4, len);
+    b->off += len;
+    *data = b->end ? VF_AT(b, b->off) : NULL;
+    vf_b_place_u32(b, (uint32_t)len);
+    return b->off;
+}
+
+/* StartVector(4, n, 4): the caller then prepends n uoffsets and calls vf_b_end_vector. */
+static inline void vf_b_start_offsets(vf_bld *b, Py_ssize_t n)
+{
+    vf_b_prep(b, 4, 4 * n);
+    vf_b_prep(b, 4, 4 * n);
+}
+
+static inline void vf_b_uoffset(vf_bld *b, Py_ssize_t target)
+{
+    vf_b_prep(b, 4, 0);
+    vf_b_place_u32(b, (uint32_t)(b->off - target + 4));
+}
+
+static inline Py_ssize_t vf_b_end_vector(vf_bld *b, Py_ssize_t n)
+{
+    vf_b_place_u32(b, (uint32_t)n);
+    return b->off;
+}
+
+static inline void vf_b_start_object(vf_bld *b, int nfields)
 {
     int i;
-    Py_ssize_t T = t->table_pos, prev_end;
-    memset(fb, 0, (size_t)VF_ALIGN4(t->table_end));
-    vf_wr_u32(fb, (uint32_t)T);
-    vf_wr_u16(fb + 4, (uint16_t)(4 + 2 * t->n));
-    vf_wr_u16(fb + 6, (uint16_t)(t->table_end - T));
-    vf_wr_u32(fb + T, (uint32_t)(T - 4)); /* soffset: vtable = T - (T - 4) = 4 */
-    for (i = 0; i < t->n; i++) {
-        const vf_field *f = &t->f[i];
-        if (!f->size) continue;
-        vf_wr_u16(fb + 8 + 2 * i, (uint16_t)(f->pos - T));
-        if (f->is_ref) { vf_wr_u32(fb + f->pos, (uint32_t)(f->ref_pos - f->pos)); continue; }
-        switch (f->size) {
-        case 1: fb[f->pos] = (uint8_t)f->value; break;
-        case 2: vf_wr_u16(fb + f->pos, (uint16_t)f->value); break;
-        case 4: vf_wr_u32(fb + f->pos, (uint32_t)f->value); break;
-        default: vf_wr_u64(fb + f->pos, f->value); break;
-        }
-    }
-    /* zero the gaps after each out-of-line object and the final padding */
-    prev_end = VF_ALIGN4(t->table_end);
-    for (i = 0; i < t->n; i++) {
-        if (!t->f[i].is_ref) continue;
-        if (t->f[i].ref_pos > prev_end) memset(fb + prev_end, 0, (size_t)(t->f[i].ref_pos - prev_end));
-        prev_end = t->f[i].ref_pos + t->f[i].ref_size;
-    }
-    if (t->total > prev_end) memset(fb + prev_end, 0, (size_t)(t->total - prev_end));
+    b->nfields = nfields;
+    for (i = 0; i < nfields; i++) b->vt[i] = 0;
+    b->object_end = b->off;
 }
 
-/* Size of the KeyValue vector object for pairs whose UTF-8 sizes are given:
- * [u32 count][count uoffsets][shared 8-byte vtable] then per pair a 12-byte
- * table followed by its key and value strings, each 4-aligned. */
-static inline Py_ssize_t vf_kv_item_size(Py_ssize_t klen, Py_ssize_t vlen)
+static inline void vf_b_slot_u8(vf_bld *b, int slot, uint8_t v) { vf_b_prep(b, 1, 0); vf_b_place_u8(b, v); b->vt[slot] = b->off; }
+static inline void vf_b_slot_u16(vf_bld *b, int slot, uint16_t v) { vf_b_prep(b, 2, 0); vf_b_place_u16(b, v); b->vt[slot] = b->off; }
+static inline void vf_b_slot_u32(vf_bld *b, int slot, uint32_t v) { vf_b_prep(b, 4, 0); vf_b_place_u32(b, v); b->vt[slot] = b->off; }
+static inline void vf_b_slot_u64(vf_bld *b, int slot, uint64_t v) { vf_b_prep(b, 8, 0); vf_b_place_u64(b, v); b->vt[slot] = b->off; }
+static inline void vf_b_slot_ref(vf_bld *b, int slot, Py_ssize_t target) { vf_b_uoffset(b, target); b->vt[slot] = b->off; }
+
+/* EndObject (WriteVtable); returns the object's offset. */
+static Py_ssize_t vf_b_end_object(vf_bld *b)
 {
-    return 12 + VF_ALIGN4(4 + klen + 1) + VF_ALIGN4(4 + vlen + 1);
+    Py_ssize_t obj, key[VF_MAX_FIELDS + 1];
+    int i, k = 0, trim = 1, trailing = 0, found = -1;
+    vf_b_prep(b, 4, 0);
+    vf_b_place_u32(b, 0); /* the soffset, filled in below */
+    obj = b->off;
+    for (i = b->nfields - 1; i >= 0; i--) {
+        if (b->vt[i] == 0) {
+            if (trim) { trailing++; continue; }
+            key[k++] = 0;
+        } else {
+            key[k++] = obj - b->vt[i];
+            trim = 0;
+        }
+    }
+    key[k++] = obj - b->object_end;
+    for (i = 0; i < b->nvtables && found < 0; i++) {
+        if (b->vt_len[i] == k && memcmp(b->vt_key[i], key, sizeof(Py_ssize_t) * (size_t)k) == 0)
+            found = i;
+    }
+    if (found >= 0) {
+        if (b->end) vf_wr_u32(VF_AT(b, obj), (uint32_t)(int32_t)(b->vt_off[found] - obj));
+        return obj;
+    }
+    for (i = 0; i < k - 1; i++) { vf_b_prep(b, 2, 0); vf_b_place_u16(b, (uint16_t)key[i]); }
+    vf_b_prep(b, 2, 0);
+    vf_b_place_u16(b, (uint16_t)key[k - 1]);
+    vf_b_prep(b, 2, 0);
+    vf_b_place_u16(b, (uint16_t)((b->nfields - trailing + 2) * 2));
+    if (b->end) vf_wr_u32(VF_AT(b, obj), (uint32_t)(int32_t)(b->off - obj));
+    if (b->nvtables < VF_MAX_VTABLES) {
+        memcpy(b->vt_key[b->nvtables], key, sizeof(Py_ssize_t) * (size_t)k);
+        b->vt_len[b->nvtables] = k;
+        b->vt_off[b->nvtables] = b->off;
+        b->nvtables++;
+    }
+    return obj;
+}
+
+/* Finish(root); returns the total size of the FlatBuffers bytes. */
+static inline Py_ssize_t vf_b_finish(vf_bld *b, Py_ssize_t root)
+{
+    vf_b_prep(b, b->minalign, 4);
+    vf_b_uoffset(b, root);
+    return b->off;
 }
 
 /* ------------------------------------------------------------ UTF-8 rules */

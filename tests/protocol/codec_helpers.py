@@ -180,9 +180,15 @@ def assert_aligned(buf: bytes, u64_slots: Tuple[int, ...], ref_slots: Tuple[int,
             assert target % 4 == 0, (slot, target)
 
 
+def error_signature(exc: BaseException) -> Tuple[type, str, List[Tuple[str, Any]]]:
+    """What must match between the twins when both raise: the exception's type, its
+    message and its attributes (e.g. FrameTooLargeError.length / .limit)."""
+    return type(exc), str(exc), sorted(vars(exc).items())
+
+
 def outcome(fn: Callable[..., Any], *args: Any) -> Tuple[str, Any]:
-    """("ok", value) or ("err", exception class): what parity tests compare."""
+    """("ok", value) or ("err", error_signature(exc)): what parity tests compare."""
     try:
         return "ok", fn(*args)
-    except Exception as exc:  # parity compares the class, whatever it is
-        return "err", type(exc)
+    except Exception as exc:  # parity compares type, message and attributes
+        return "err", error_signature(exc)

@@ -4,11 +4,11 @@
 Same names, signatures, result types (the NamedTuples are the pure twin's own classes)
 and exceptions as ``_codec_py``; only the speed differs.  Three ideas carry the speed:
 
-* Encoders size the whole frame first and write it front to back into ONE bytes
-  object: length prefix, type byte, a FlatBuffers table laid out forward (vtable
-  before table, out-of-line strings and vectors after it, 8-byte scalars 8-aligned
-  from both ends), and for the http connector the JSON payload escaped straight into
-  the payload vector.
+* Encoders replay the pure twin's flatbuffers.Builder calls on a C replica of the
+  Builder (codec_json.h): once to measure, once to write back to front into ONE
+  bytes object of the exact size (length prefix, type byte, FlatBuffers bytes), so the
+  frame is byte for byte the pure twin's.  For the http connector the JSON payload is
+  escaped straight into the payload vector; byte payloads are memcpy'd.
 * Decoders apply the pure twin's ``_Table`` verification rules, in the same order and
   with the same messages, on raw memory; the response JSON is parsed by a purpose-built
   parser for the released runtime's shape that unescapes ``body`` straight into the
@@ -106,33 +106,30 @@ cdef extern from "Python.h":
 
 
 cdef extern from "codec_json.h":
-    ctypedef struct vf_field:
-        uint8_t size
-        uint8_t is_ref
-        Py_ssize_t ref_pos
-        Py_ssize_t pos
-
-    ctypedef struct vf_table:
-        int n
-        Py_ssize_t table_pos
-        Py_ssize_t total
-        vf_field f[12]
+    ctypedef struct vf_bld:
+        Py_ssize_t off
 
     uint16_t vf_rd_u16(const uint8_t *p) nogil
     uint32_t vf_rd_u32(const uint8_t *p) nogil
     uint64_t vf_rd_u64(const uint8_t *p) nogil
-    void vf_wr_u16(uint8_t *p, uint16_t v) nogil
     void vf_wr_u32(uint8_t *p, uint32_t v) nogil
     void vf_wr_u32be(uint8_t *p, uint32_t v) nogil
-    Py_ssize_t VF_ALIGN4(Py_ssize_t x) nogil
     int VF_UNESCAPE_SLACK
 
-    void vf_field_absent(vf_table *t, int slot) nogil
-    void vf_field_scalar(vf_table *t, int slot, int size, uint64_t v) nogil
-    void vf_field_ref(vf_table *t, int slot, Py_ssize_t ref_size) nogil
-    Py_ssize_t vf_layout(vf_table *t) nogil
-    void vf_write_table(const vf_table *t, uint8_t *fb) nogil
-    Py_ssize_t vf_kv_item_size(Py_ssize_t klen, Py_ssize_t vlen) nogil
+    void vf_b_init(vf_bld *b, uint8_t *end) nogil
+    Py_ssize_t vf_b_string(vf_bld *b, Py_ssize_t len, uint8_t **data) nogil
+    Py_ssize_t vf_b_bytes(vf_bld *b, Py_ssize_t len, uint8_t **data) nogil
+    void vf_b_start_offsets(vf_bld *b, Py_ssize_t n) nogil
+    void vf_b_uoffset(vf_bld *b, Py_ssize_t target) nogil
+    Py_ssize_t vf_b_end_vector(vf_bld *b, Py_ssize_t n) nogil
+    void vf_b_start_object(vf_bld *b, int nfields) nogil
+    void vf_b_slot_u8(vf_bld *b, int slot, uint8_t v) nogil
+    void vf_b_slot_u16(vf_bld *b, int slot, uint16_t v) nogil
+    void vf_b_slot_u32(vf_bld *b, int slot, uint32_t v) nogil
+    void vf_b_slot_u64(vf_bld *b, int slot, uint64_t v) nogil
+    void vf_b_slot_ref(vf_bld *b, int slot, Py_ssize_t target) nogil
+    Py_ssize_t vf_b_end_object(vf_bld *b) nogil
+    Py_ssize_t vf_b_finish(vf_bld *b, Py_ssize_t root) nogil
 
     Py_ssize_t vf_str_size(object s, int json)
     uint8_t *vf_str_write(object s, uint8_t *o, int json, int upper)
@@ -209,6 +206,12 @@ cdef inline int _truth(object o) noexcept:
 
 
 # ------------------------------------------------------------------ writing helpers
+#
+# Every encoder is one ``_b_*`` function that issues, through the vf_b_* replica of
+# flatbuffers.Builder (codec_json.h), exactly the Builder calls the pure twin makes, in
+# its order.  It runs twice: measuring (vf_bld.end == NULL) to get the size, then
+# writing back to front into one bytes object of exactly that size plus the 5-byte
+# frame header.  The output is therefore byte for byte the pure twin's.
 
 cdef inline Py_ssize_t _str_size(object s):
     """UTF-8 size of an exact str, or -1 (not exact str, or holds a surrogate)."""
@@ -217,92 +220,98 @@ cdef inline Py_ssize_t _str_size(object s):
     return vf_str_size(s, 0)
 
 
-cdef inline Py_ssize_t _put_string(uint8_t *fb, Py_ssize_t pos, object s):
-    """A FlatBuffers string at pos ([u32 len][UTF-8][NUL], zero-padded to 4); its end."""
-    cdef uint8_t *start = fb + pos + 4
-    cdef uint8_t *e = vf_str_write(s, start, 0, 0)
-    cdef Py_ssize_t n = e - start
-    vf_wr_u32(fb + pos, <uint32_t>n)
-    cdef Py_ssize_t end = pos + 4 + n + 1
-    cdef Py_ssize_t aligned = VF_ALIGN4(end)
-    memset(e, 0, aligned - end + 1)
-    return aligned
+cdef inline Py_ssize_t _opt_str_size(object s):
+    """-2 for None (field absent), -1 when the pure twin must handle it, else the size."""
+    if s is None:
+        return -2
+    return _str_size(s)
 
 
-cdef inline Py_ssize_t _put_bytes(uint8_t *fb, Py_ssize_t pos, const char *p, Py_ssize_t n):
-    """A FlatBuffers [ubyte] vector at pos; its unpadded end."""
-    vf_wr_u32(fb + pos, <uint32_t>n)
-    memcpy(fb + pos + 4, p, n)
-    return pos + 4 + n
+cdef inline Py_ssize_t _b_string(vf_bld *b, object s, Py_ssize_t n):
+    """Builder.CreateString(s.encode()) for an exact str of UTF-8 size n."""
+    cdef uint8_t *data
+    cdef Py_ssize_t off = vf_b_string(b, n, &data)
+    if data != NULL:
+        vf_str_write(s, data, 0, 0)
+    return off
 
 
-cdef Py_ssize_t _kv_size(object pairs, Py_ssize_t *count):
-    """Size of the KeyValue vector object for an exact list/tuple of (str, str) tuples.
+cdef inline Py_ssize_t _b_bytes(vf_bld *b, const char *p, Py_ssize_t n):
+    """Builder.CreateByteVector for n bytes at p."""
+    cdef uint8_t *data
+    cdef Py_ssize_t off = vf_b_bytes(b, n, &data)
+    if data != NULL:
+        memcpy(data, p, n)
+    return off
 
-    -1 for anything else (the caller defers to the pure twin); 0 with count 0 when the
-    sequence is empty or None (the pure twin then writes no field at all).
+
+cdef Py_ssize_t _kv_count(object pairs):
+    """Pair count of an exact list/tuple of (str, str) exact tuples without surrogates.
+
+    -1 for anything else (the caller defers to the pure twin); 0 when the sequence is
+    empty or None (the pure twin then writes no field at all).
     """
-    cdef Py_ssize_t n, i, ks, vs, size
+    cdef Py_ssize_t n, i
     cdef object pair
-    count[0] = 0
+    cdef bint is_list
     if pairs is None:
         return 0
-    if PyList_CheckExact(pairs):
+    is_list = PyList_CheckExact(pairs)
+    if is_list:
         n = PyList_GET_SIZE(pairs)
     elif PyTuple_CheckExact(pairs):
         n = PyTuple_GET_SIZE(pairs)
     else:
         return -1
-    if n == 0:
-        return 0
-    size = 4 + 4 * n + 8
-    for i in range(n):
-        pair = <object>(PyList_GET_ITEM(pairs, i) if PyList_CheckExact(pairs)
-                        else PyTuple_GET_ITEM(pairs, i))
-        if not PyTuple_CheckExact(pair) or PyTuple_GET_SIZE(pair) != 2:
-            return -1
-        ks = _str_size(<object>PyTuple_GET_ITEM(pair, 0))
-        vs = _str_size(<object>PyTuple_GET_ITEM(pair, 1))
-        if ks < 0 or vs < 0:
-            return -1
-        size += vf_kv_item_size(ks, vs)
-    count[0] = n
-    return size
-
-
-cdef void _put_kvs(uint8_t *fb, Py_ssize_t pos, object pairs, Py_ssize_t n):
-    """[u32 count][uoffsets][shared KeyValue vtable] then each table and its strings."""
-    cdef Py_ssize_t i, elem, t, kend, cur
-    cdef Py_ssize_t vt = pos + 4 + 4 * n
-    cdef object pair
-    cdef bint is_list = PyList_CheckExact(pairs)
-    vf_wr_u32(fb + pos, <uint32_t>n)
-    vf_wr_u16(fb + vt, 8)
-    vf_wr_u16(fb + vt + 2, 12)
-    vf_wr_u16(fb + vt + 4, 4)
-    vf_wr_u16(fb + vt + 6, 8)
-    cur = vt + 8
     for i in range(n):
         pair = <object>(PyList_GET_ITEM(pairs, i) if is_list else PyTuple_GET_ITEM(pairs, i))
-        elem = pos + 4 + 4 * i
-        vf_wr_u32(fb + elem, <uint32_t>(cur - elem))
-        t = cur
-        vf_wr_u32(fb + t, <uint32_t>(t - vt))
-        vf_wr_u32(fb + t + 4, 8)
-        kend = _put_string(fb, t + 12, <object>PyTuple_GET_ITEM(pair, 0))
-        vf_wr_u32(fb + t + 8, <uint32_t>(kend - (t + 8)))
-        cur = _put_string(fb, kend, <object>PyTuple_GET_ITEM(pair, 1))
+        if not PyTuple_CheckExact(pair) or PyTuple_GET_SIZE(pair) != 2:
+            return -1
+        if (_str_size(<object>PyTuple_GET_ITEM(pair, 0)) < 0
+                or _str_size(<object>PyTuple_GET_ITEM(pair, 1)) < 0):
+            return -1
+    return n
 
 
-cdef inline object _alloc_frame(vf_table *t, int message_type, uint8_t **fb):
-    """One bytes object for the whole frame; header and table written, objects not yet."""
-    cdef Py_ssize_t total = vf_layout(t)
+cdef Py_ssize_t _b_key_values(vf_bld *b, object pairs, Py_ssize_t n) except -1:
+    """The pure twin's ``_key_values``: per pair key, value, KeyValue table; then the
+    vector of their offsets (n > 0, pairs validated by _kv_count)."""
+    cdef Py_ssize_t small[16]
+    cdef Py_ssize_t *offs = small
+    cdef Py_ssize_t i, ko, vo
+    cdef object pair, k, v
+    cdef bint is_list = PyList_CheckExact(pairs)
+    if n > 16:
+        offs = <Py_ssize_t *>PyMem_Malloc(n * sizeof(Py_ssize_t))
+        if offs is NULL:
+            raise MemoryError()
+    try:
+        for i in range(n):
+            pair = <object>(PyList_GET_ITEM(pairs, i) if is_list else PyTuple_GET_ITEM(pairs, i))
+            k = <object>PyTuple_GET_ITEM(pair, 0)
+            v = <object>PyTuple_GET_ITEM(pair, 1)
+            ko = _b_string(b, k, vf_str_size(k, 0))
+            vo = _b_string(b, v, vf_str_size(v, 0))
+            vf_b_start_object(b, 2)
+            vf_b_slot_ref(b, 0, ko)
+            vf_b_slot_ref(b, 1, vo)
+            offs[i] = vf_b_end_object(b)
+        vf_b_start_offsets(b, n)
+        for i in range(n - 1, -1, -1):
+            vf_b_uoffset(b, offs[i])
+        return vf_b_end_vector(b, n)
+    finally:
+        if offs is not small:
+            PyMem_Free(offs)
+
+
+cdef inline object _new_frame(vf_bld *b, Py_ssize_t total, int message_type):
+    """The frame's bytes object (header written); b set up to write its FlatBuffers."""
     cdef object out = _bytes_from(NULL, total + 5)
     cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(out)
     vf_wr_u32be(p, <uint32_t>(total + 1))
     p[4] = <uint8_t>message_type
-    vf_write_table(t, p + 5)
-    fb[0] = p + 5
+    vf_b_init(b, p + 5 + total)
     return out
 
 
@@ -760,80 +769,86 @@ def decode_cancel_request(body):
 
 # ------------------------------------------------------------------ writing
 
-cdef inline Py_ssize_t _opt_str_size(object s):
-    """-2 for None (field absent), -1 when the pure twin must handle it, else the size."""
-    if s is None:
-        return -2
-    return _str_size(s)
+cdef struct _Req:
+    uint64_t rid
+    uint64_t deadline
+    Py_ssize_t ts, ws, trs, cs, os_
+    const char *payload  # raw payload bytes, or NULL: the http JSON described by spec
+    Py_ssize_t payload_len
+    Py_ssize_t kvn
+
+
+cdef Py_ssize_t _b_execute_request(vf_bld *b, _Req *r, object tenant_id, object workspace_id,
+                                   object trace_id, object connector_name, object operation,
+                                   object spec, object headers) except -1:
+    cdef Py_ssize_t tenant, workspace = 0, trace = 0, connector, op, body, kvs = 0
+    cdef uint8_t *data
+    tenant = _b_string(b, tenant_id, r.ts)
+    if r.ws >= 0:
+        workspace = _b_string(b, workspace_id, r.ws)
+    if r.trs >= 0:
+        trace = _b_string(b, trace_id, r.trs)
+    connector = _b_string(b, connector_name, r.cs)
+    op = _b_string(b, operation, r.os_)
+    if r.payload != NULL:
+        body = _b_bytes(b, r.payload, r.payload_len)
+    else:
+        body = vf_b_bytes(b, r.payload_len, &data)
+        if data != NULL:
+            _http_json_write(spec, data)
+    if r.kvn:
+        kvs = _b_key_values(b, headers, r.kvn)
+    vf_b_start_object(b, 9)
+    if r.rid:
+        vf_b_slot_u64(b, 0, r.rid)
+    vf_b_slot_ref(b, 1, tenant)
+    if workspace:
+        vf_b_slot_ref(b, 2, workspace)
+    if trace:
+        vf_b_slot_ref(b, 3, trace)
+    vf_b_slot_ref(b, 4, connector)
+    vf_b_slot_ref(b, 5, op)
+    if r.deadline:
+        vf_b_slot_u64(b, 6, r.deadline)
+    vf_b_slot_ref(b, 7, body)
+    if kvs:
+        vf_b_slot_ref(b, 8, kvs)
+    return vf_b_finish(b, vf_b_end_object(b))
 
 
 cdef object _encode_execute_request(
     object request_id, object tenant_id, object workspace_id, object trace_id,
     object connector_name, object operation, object deadline_at_ms,
-    const char *payload, Py_ssize_t payload_len, object json_obj, Py_ssize_t json_len,
-    object headers,
+    const char *payload, Py_ssize_t payload_len, object spec, object headers,
 ):
     """The ExecuteRequest frame, or None when the pure twin must handle the input.
 
     The payload is either raw bytes (payload != NULL) or the http JSON described by
-    json_obj (a tuple made by _http_json_size), written in place.
+    spec (made by _http_json_size, payload_len bytes), written in place.
     """
-    cdef uint64_t rid, dl
-    cdef Py_ssize_t ts, ws, trs, cs, os_, kvs, kvn
-    cdef vf_table t
-    cdef uint8_t *fb
-    if not _u64(request_id, &rid) or not _u64(deadline_at_ms, &dl):
+    cdef _Req r
+    cdef vf_bld b
+    cdef Py_ssize_t total
+    if not _u64(request_id, &r.rid) or not _u64(deadline_at_ms, &r.deadline):
         return None
-    ts = _str_size(tenant_id)
-    ws = _opt_str_size(workspace_id)
-    trs = _opt_str_size(trace_id)
-    cs = _str_size(connector_name)
-    os_ = _str_size(operation)
-    if ts < 0 or ws == -1 or trs == -1 or cs < 0 or os_ < 0:
+    r.ts = _str_size(tenant_id)
+    r.ws = _opt_str_size(workspace_id)
+    r.trs = _opt_str_size(trace_id)
+    r.cs = _str_size(connector_name)
+    r.os_ = _str_size(operation)
+    if r.ts < 0 or r.ws == -1 or r.trs == -1 or r.cs < 0 or r.os_ < 0:
         return None
-    kvs = _kv_size(headers, &kvn)
-    if kvs < 0:
+    r.kvn = _kv_count(headers)
+    if r.kvn < 0:
         return None
-    t.n = 9
-    if rid:
-        vf_field_scalar(&t, 0, 8, rid)
-    else:
-        vf_field_absent(&t, 0)
-    vf_field_ref(&t, 1, 4 + ts + 1)
-    if ws >= 0:
-        vf_field_ref(&t, 2, 4 + ws + 1)
-    else:
-        vf_field_absent(&t, 2)
-    if trs >= 0:
-        vf_field_ref(&t, 3, 4 + trs + 1)
-    else:
-        vf_field_absent(&t, 3)
-    vf_field_ref(&t, 4, 4 + cs + 1)
-    vf_field_ref(&t, 5, 4 + os_ + 1)
-    if dl:
-        vf_field_scalar(&t, 6, 8, dl)
-    else:
-        vf_field_absent(&t, 6)
-    vf_field_ref(&t, 7, 4 + (payload_len if payload != NULL else json_len))
-    if kvn:
-        vf_field_ref(&t, 8, kvs)
-    else:
-        vf_field_absent(&t, 8)
-    out = _alloc_frame(&t, _EXECUTE_REQUEST, &fb)
-    _put_string(fb, t.f[1].ref_pos, tenant_id)
-    if ws >= 0:
-        _put_string(fb, t.f[2].ref_pos, workspace_id)
-    if trs >= 0:
-        _put_string(fb, t.f[3].ref_pos, trace_id)
-    _put_string(fb, t.f[4].ref_pos, connector_name)
-    _put_string(fb, t.f[5].ref_pos, operation)
-    if payload != NULL:
-        _put_bytes(fb, t.f[7].ref_pos, payload, payload_len)
-    else:
-        vf_wr_u32(fb + t.f[7].ref_pos, <uint32_t>json_len)
-        _http_json_write(json_obj, fb + t.f[7].ref_pos + 4)
-    if kvn:
-        _put_kvs(fb, t.f[8].ref_pos, headers, kvn)
+    r.payload = payload
+    r.payload_len = payload_len
+    vf_b_init(&b, NULL)
+    total = _b_execute_request(&b, &r, tenant_id, workspace_id, trace_id, connector_name,
+                               operation, spec, headers)
+    out = _new_frame(&b, total, _EXECUTE_REQUEST)
+    _b_execute_request(&b, &r, tenant_id, workspace_id, trace_id, connector_name,
+                       operation, spec, headers)
     return out
 
 
@@ -852,7 +867,7 @@ def encode_execute_request(
     if PyBytes_CheckExact(payload):
         out = _encode_execute_request(
             request_id, tenant_id, workspace_id, trace_id, connector_name, operation,
-            deadline_at_ms, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), None, 0,
+            deadline_at_ms, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), None,
             headers,
         )
         if out is not None:
@@ -863,13 +878,33 @@ def encode_execute_request(
     )
 
 
+cdef Py_ssize_t _b_execute_response(vf_bld *b, uint64_t rid, int8_t ec, object message,
+                                    Py_ssize_t ms, object payload, uint64_t dur):
+    cdef Py_ssize_t msg = 0, body = 0
+    if ms >= 0:
+        msg = _b_string(b, message, ms)
+    if payload is not None:
+        body = _b_bytes(b, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+    vf_b_start_object(b, 5)
+    if rid:
+        vf_b_slot_u64(b, 0, rid)
+    if ec:
+        vf_b_slot_u8(b, 1, <uint8_t>ec)
+    if msg:
+        vf_b_slot_ref(b, 2, msg)
+    if body:
+        vf_b_slot_ref(b, 3, body)
+    if dur:
+        vf_b_slot_u64(b, 4, dur)
+    return vf_b_finish(b, vf_b_end_object(b))
+
+
 def encode_execute_response(request_id, error_class, error_message, payload, duration_us):
     """A whole ExecuteResponse frame."""
     cdef uint64_t rid, dur
     cdef long long ec
-    cdef Py_ssize_t ms
-    cdef vf_table t
-    cdef uint8_t *fb
+    cdef Py_ssize_t ms, total
+    cdef vf_bld b
     if (
         not _u64(request_id, &rid)
         or not _u64(duration_us, &dur)
@@ -884,40 +919,24 @@ def encode_execute_response(request_id, error_class, error_message, payload, dur
         return _py.encode_execute_response(
             request_id, error_class, error_message, payload, duration_us
         )
-    t.n = 5
-    if rid:
-        vf_field_scalar(&t, 0, 8, rid)
-    else:
-        vf_field_absent(&t, 0)
-    if ec:
-        vf_field_scalar(&t, 1, 1, <uint8_t>ec)
-    else:
-        vf_field_absent(&t, 1)
-    if ms >= 0:
-        vf_field_ref(&t, 2, 4 + ms + 1)
-    else:
-        vf_field_absent(&t, 2)
-    if payload is not None:
-        vf_field_ref(&t, 3, 4 + PyBytes_GET_SIZE(payload))
-    else:
-        vf_field_absent(&t, 3)
-    if dur:
-        vf_field_scalar(&t, 4, 8, dur)
-    else:
-        vf_field_absent(&t, 4)
-    out = _alloc_frame(&t, _EXECUTE_RESPONSE, &fb)
-    if ms >= 0:
-        _put_string(fb, t.f[2].ref_pos, error_message)
-    if payload is not None:
-        _put_bytes(fb, t.f[3].ref_pos, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+    vf_b_init(&b, NULL)
+    total = _b_execute_response(&b, rid, <int8_t>ec, error_message, ms, payload, dur)
+    out = _new_frame(&b, total, _EXECUTE_RESPONSE)
+    _b_execute_response(&b, rid, <int8_t>ec, error_message, ms, payload, dur)
     return out
 
 
+cdef Py_ssize_t _b_empty(vf_bld *b):
+    vf_b_start_object(b, 0)
+    return vf_b_finish(b, vf_b_end_object(b))
+
+
 cdef object _empty_table_frame(int message_type):
-    cdef vf_table t
-    cdef uint8_t *fb
-    t.n = 0
-    return _alloc_frame(&t, message_type, &fb)
+    cdef vf_bld b
+    vf_b_init(&b, NULL)
+    out = _new_frame(&b, _b_empty(&b), message_type)
+    _b_empty(&b)
+    return out
 
 
 _HEALTH_CHECK_FRAME = _empty_table_frame(_HEALTH_CHECK)
@@ -928,12 +947,28 @@ def encode_health_check():
     return _HEALTH_CHECK_FRAME
 
 
+cdef Py_ssize_t _b_health_response(vf_bld *b, int ok, object message, Py_ssize_t ms,
+                                   uint32_t act, uint32_t cred):
+    cdef Py_ssize_t msg = 0
+    if ms >= 0:
+        msg = _b_string(b, message, ms)
+    vf_b_start_object(b, 4)
+    if ok:
+        vf_b_slot_u8(b, 0, 1)
+    if msg:
+        vf_b_slot_ref(b, 1, msg)
+    if act:
+        vf_b_slot_u32(b, 2, act)
+    if cred:
+        vf_b_slot_u32(b, 3, cred)
+    return vf_b_finish(b, vf_b_end_object(b))
+
+
 def encode_health_response(healthy, message, active_requests, available_credits):
     cdef long long act = 0, cred = 0
-    cdef Py_ssize_t ms
+    cdef Py_ssize_t ms, total
     cdef int ok = _truth(healthy)
-    cdef vf_table t
-    cdef uint8_t *fb
+    cdef vf_bld b
     ms = _opt_str_size(message)
     if (
         ok < 0
@@ -942,116 +977,110 @@ def encode_health_response(healthy, message, active_requests, available_credits)
         or not _int_in(available_credits, 0, 0xFFFFFFFF, &cred)
     ):
         return _py.encode_health_response(healthy, message, active_requests, available_credits)
-    t.n = 4
-    if ok:
-        vf_field_scalar(&t, 0, 1, 1)
-    else:
-        vf_field_absent(&t, 0)
-    if ms >= 0:
-        vf_field_ref(&t, 1, 4 + ms + 1)
-    else:
-        vf_field_absent(&t, 1)
-    if act:
-        vf_field_scalar(&t, 2, 4, <uint64_t>act)
-    else:
-        vf_field_absent(&t, 2)
-    if cred:
-        vf_field_scalar(&t, 3, 4, <uint64_t>cred)
-    else:
-        vf_field_absent(&t, 3)
-    out = _alloc_frame(&t, _HEALTH_RESPONSE, &fb)
-    if ms >= 0:
-        _put_string(fb, t.f[1].ref_pos, message)
+    vf_b_init(&b, NULL)
+    total = _b_health_response(&b, ok, message, ms, <uint32_t>act, <uint32_t>cred)
+    out = _new_frame(&b, total, _HEALTH_RESPONSE)
+    _b_health_response(&b, ok, message, ms, <uint32_t>act, <uint32_t>cred)
     return out
+
+
+cdef Py_ssize_t _b_credit_update(vf_bld *b, int32_t delta, uint32_t total):
+    vf_b_start_object(b, 2)
+    if delta:
+        vf_b_slot_u32(b, 0, <uint32_t>delta)
+    if total:
+        vf_b_slot_u32(b, 1, total)
+    return vf_b_finish(b, vf_b_end_object(b))
 
 
 def encode_credit_update(credit_delta, total_credits):
     cdef long long delta, total
-    cdef vf_table t
-    cdef uint8_t *fb
+    cdef vf_bld b
     if not _int_in(credit_delta, -2147483648, 2147483647, &delta) or not _int_in(
         total_credits, 0, 0xFFFFFFFF, &total
     ):
         return _py.encode_credit_update(credit_delta, total_credits)
-    t.n = 2
-    if delta:
-        vf_field_scalar(&t, 0, 4, <uint32_t><int32_t>delta)
-    else:
-        vf_field_absent(&t, 0)
-    if total:
-        vf_field_scalar(&t, 1, 4, <uint64_t>total)
-    else:
-        vf_field_absent(&t, 1)
-    return _alloc_frame(&t, _CREDIT_UPDATE, &fb)
+    vf_b_init(&b, NULL)
+    size = _b_credit_update(&b, <int32_t>delta, <uint32_t>total)
+    out = _new_frame(&b, size, _CREDIT_UPDATE)
+    _b_credit_update(&b, <int32_t>delta, <uint32_t>total)
+    return out
+
+
+cdef Py_ssize_t _b_stream_start(vf_bld *b, uint64_t rid, uint16_t status, object headers,
+                                Py_ssize_t kvn, int streaming) except -1:
+    cdef Py_ssize_t kvs = 0
+    if kvn:
+        kvs = _b_key_values(b, headers, kvn)
+    vf_b_start_object(b, 4)
+    if rid:
+        vf_b_slot_u64(b, 0, rid)
+    if status:
+        vf_b_slot_u16(b, 1, status)
+    if kvs:
+        vf_b_slot_ref(b, 2, kvs)
+    if streaming:
+        vf_b_slot_u8(b, 3, 1)
+    return vf_b_finish(b, vf_b_end_object(b))
 
 
 def encode_stream_start(request_id, status_code, headers, is_streaming):
     cdef uint64_t rid
     cdef long long status
-    cdef Py_ssize_t kvs, kvn
+    cdef Py_ssize_t kvn, total
     cdef int streaming = _truth(is_streaming)
-    cdef vf_table t
-    cdef uint8_t *fb
-    kvs = _kv_size(headers, &kvn)
+    cdef vf_bld b
+    kvn = _kv_count(headers)
     if (
         streaming < 0
-        or kvs < 0
+        or kvn < 0
         or not _u64(request_id, &rid)
         or not _int_in(status_code, 0, 0xFFFF, &status)
     ):
         return _py.encode_stream_start(request_id, status_code, headers, is_streaming)
-    t.n = 4
-    if rid:
-        vf_field_scalar(&t, 0, 8, rid)
-    else:
-        vf_field_absent(&t, 0)
-    if status:
-        vf_field_scalar(&t, 1, 2, <uint64_t>status)
-    else:
-        vf_field_absent(&t, 1)
-    if kvn:
-        vf_field_ref(&t, 2, kvs)
-    else:
-        vf_field_absent(&t, 2)
-    if streaming:
-        vf_field_scalar(&t, 3, 1, 1)
-    else:
-        vf_field_absent(&t, 3)
-    out = _alloc_frame(&t, _STREAM_START, &fb)
-    if kvn:
-        _put_kvs(fb, t.f[2].ref_pos, headers, kvn)
+    vf_b_init(&b, NULL)
+    total = _b_stream_start(&b, rid, <uint16_t>status, headers, kvn, streaming)
+    out = _new_frame(&b, total, _STREAM_START)
+    _b_stream_start(&b, rid, <uint16_t>status, headers, kvn, streaming)
     return out
+
+
+cdef Py_ssize_t _b_stream_chunk(vf_bld *b, uint64_t rid, object data):
+    cdef Py_ssize_t vec = _b_bytes(b, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    vf_b_start_object(b, 2)
+    if rid:
+        vf_b_slot_u64(b, 0, rid)
+    vf_b_slot_ref(b, 1, vec)
+    return vf_b_finish(b, vf_b_end_object(b))
 
 
 def encode_stream_chunk(request_id, data):
     cdef uint64_t rid
-    cdef vf_table t
-    cdef uint8_t *fb
+    cdef vf_bld b
     if not PyBytes_CheckExact(data) or not _u64(request_id, &rid):
         return _py.encode_stream_chunk(request_id, data)
-    t.n = 2
-    if rid:
-        vf_field_scalar(&t, 0, 8, rid)
-    else:
-        vf_field_absent(&t, 0)
-    vf_field_ref(&t, 1, 4 + PyBytes_GET_SIZE(data))
-    out = _alloc_frame(&t, _STREAM_CHUNK, &fb)
-    _put_bytes(fb, t.f[1].ref_pos, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    vf_b_init(&b, NULL)
+    out = _new_frame(&b, _b_stream_chunk(&b, rid, data), _STREAM_CHUNK)
+    _b_stream_chunk(&b, rid, data)
     return out
+
+
+cdef Py_ssize_t _b_cancel_request(vf_bld *b, uint64_t rid):
+    vf_b_start_object(b, 1)
+    if rid:
+        vf_b_slot_u64(b, 0, rid)
+    return vf_b_finish(b, vf_b_end_object(b))
 
 
 def encode_cancel_request(request_id):
     cdef uint64_t rid
-    cdef vf_table t
-    cdef uint8_t *fb
+    cdef vf_bld b
     if not _u64(request_id, &rid):
         return _py.encode_cancel_request(request_id)
-    t.n = 1
-    if rid:
-        vf_field_scalar(&t, 0, 8, rid)
-    else:
-        vf_field_absent(&t, 0)
-    return _alloc_frame(&t, _CANCEL_REQUEST, &fb)
+    vf_b_init(&b, NULL)
+    out = _new_frame(&b, _b_cancel_request(&b, rid), _CANCEL_REQUEST)
+    _b_cancel_request(&b, rid)
+    return out
 
 
 # ------------------------------------------------------------------ http connector JSON
@@ -1201,7 +1230,7 @@ def encode_http_request_frame(
     if n >= 0:
         out = _encode_execute_request(
             request_id, tenant_id, workspace_id, trace_id, "http", "request",
-            deadline_at_ms, NULL, 0, spec[0], n, ext_headers,
+            deadline_at_ms, NULL, n, spec[0], ext_headers,
         )
         if out is not None:
             return out

@@ -192,7 +192,9 @@ class FrameBuffer:
     def buffer_updated(self, nbytes: int) -> None:
         if not 0 <= nbytes <= len(self._recv):
             # a negative count would otherwise append stale bytes ([:-k] slicing)
-            raise ValueError(f"nbytes={nbytes} is outside the {len(self._recv)}-byte receive buffer")
+            raise ValueError(
+                f"nbytes={nbytes} is outside the {len(self._recv)}-byte receive buffer"
+            )
         self._buf += memoryview(self._recv)[:nbytes]
 
     def next_frame(self) -> Optional[Tuple[int, bytes]]:
@@ -674,7 +676,12 @@ def encode_http_response_payload(
     if not isinstance(body, str):
         body = bytes(body).decode("utf-8", "replace")
     return _dumps(
-        {"body": body, "headers": headers, "is_streaming": bool(is_streaming), "status_code": status_code}
+        {
+            "body": body,
+            "headers": headers,
+            "is_streaming": bool(is_streaming),
+            "status_code": status_code,
+        }
     ).encode("utf-8", "surrogatepass")
 
 
