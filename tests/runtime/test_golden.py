@@ -12,9 +12,9 @@ import os
 import time
 from typing import Any, Dict
 
-import pytest
 from yarl import URL
 
+from support import GOLDEN_DIR
 from vastar_fast.protocol import codec
 from vastar_fast.protocol.connection import ResponseReceived
 from vastar_fast.types import ErrorClass
@@ -22,8 +22,7 @@ from vastar_fast.types import ErrorClass
 from .helpers import Daemon, Raw
 from .upstream import GOLDEN_SSE_BODY, Upstream
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "golden")
-pytestmark = pytest.mark.skipif(not os.path.isdir(GOLDEN), reason="golden frames not present")
+GOLDEN = GOLDEN_DIR
 
 
 def _frame(name: str) -> tuple:
