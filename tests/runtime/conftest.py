@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 import pytest
 
@@ -24,7 +24,8 @@ SHARED_CONFIG: Dict[str, Any] = {
 
 
 @pytest.fixture(scope="session")
-def upstream() -> Iterator[Upstream]:
+def upstream(implementation: Optional[str]) -> Iterator[Upstream]:
+    """Real upstream HTTP server; one per twin run, so its hit counters start at zero."""
     server = Upstream()
     try:
         yield server
@@ -33,7 +34,7 @@ def upstream() -> Iterator[Upstream]:
 
 
 @pytest.fixture(scope="session")
-def flaky() -> Iterator[FlakyUpstream]:
+def flaky(implementation: Optional[str]) -> Iterator[FlakyUpstream]:
     server = FlakyUpstream()
     try:
         yield server
@@ -42,9 +43,11 @@ def flaky() -> Iterator[FlakyUpstream]:
 
 
 @pytest.fixture(scope="session")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """One daemon (Unix socket + TCP, DEBUG logs) shared by the tests that need no
-    special configuration."""
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory, implementation: Optional[str]
+) -> Iterator[Daemon]:
+    """One daemon (Unix socket + TCP, DEBUG logs) per twin under test, shared by the
+    tests that need no special configuration."""
     tmp: Path = tmp_path_factory.mktemp("shared-rt")
     with Daemon(tmp, SHARED_CONFIG, tcp=True) as d:
         yield d
