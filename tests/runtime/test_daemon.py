@@ -345,12 +345,15 @@ def test_response_never_exceeds_the_frame_cap(daemon: Daemon, upstream: Upstream
 # ------------------------------------------------------------------ bad frames
 def test_bad_frame_length_answers_and_closes(daemon: Daemon, upstream: Upstream) -> None:
     with Raw(daemon.socket_path) as bad, Raw(daemon.socket_path) as good:
+        busy = good.http("GET", upstream.base + "/slow?delay=1.0&key=badframe")
+        assert _wait(lambda: upstream.hits["badframe"] == 1)  # in flight on another connection
         bad.send(b"\xff\xff\xff\xf0\x00garbage")
         assert bad.wait(lambda ev: bool(ev), timeout=5)
         r = bad.responses()[0]
         assert r.request_id == 0 and r.error_class == ErrorClass.INVALID_REQUEST
         assert "frame length" in (r.error_message or "")
         assert bad.wait(lambda ev: False, timeout=5) is False and bad.eof
+        assert payload(good.response(busy))["body"] == "slow 1.0"  # served throughout
         rid = good.http("GET", upstream.base + "/small")
         assert payload(good.response(rid))["body"] == "hello, world!"
 

@@ -4,6 +4,7 @@ the in-process RuntimeServer and the CLI's configuration errors."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -22,7 +23,7 @@ from vastar_fast.runtime import RuntimeServer, RuntimeSettings
 from vastar_fast.types import ErrorClass, HTTPRequest, RuntimeConfig
 
 from .helpers import Daemon, Raw, child_env, credits, payload
-from .upstream import Upstream, free_port, wait_until
+from .upstream import FlakyUpstream, Upstream, free_port, wait_until
 
 
 def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, upstream: Upstream) -> None:
@@ -215,3 +216,79 @@ def test_tls_verified_by_default_ca_file_and_explicit_opt_out(
         assert "ca_file" in (r.error_message or "")
         assert payload(raw.response(raw.http("GET", url, tenant="pinned")))["status_code"] == 200
         assert payload(raw.response(raw.http("GET", url, tenant="insecure")))["status_code"] == 200
+
+
+def test_breaker_is_per_host_and_half_open_admits_one_probe(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    config = {
+        "breaker": {"failure_threshold": 2, "reset_timeout_s": 1.0},
+        "retry": {"max_attempts": 1},
+    }
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with Daemon(tmp_path, config) as d, Raw(d.socket_path) as raw:
+        for _ in range(2):
+            r = raw.response(raw.http("GET", base + "/small"))
+            assert r.error_class == ErrorClass.TRANSIENT and "cannot connect" in (
+                r.error_message or ""
+            )
+        opened = time.monotonic()
+        r = raw.response(raw.http("GET", base + "/small"))
+        message = r.error_message or ""
+        assert r.error_class == ErrorClass.TRANSIENT and "is open" in message, message
+        match = re.search(r"probe the host again in ([0-9.]+)s", message)
+        assert match and 0 < float(match.group(1)) <= 1.0, message
+        # Another host's breaker is closed: it is served as usual.
+        other = raw.response(raw.http("GET", upstream.base + "/small"))
+        assert payload(other)["status_code"] == 200
+        server = Upstream(port)  # the host comes back
+        try:
+            time.sleep(max(0.0, opened + 1.1 - time.monotonic()))
+            probe = raw.http("GET", base + "/slow?delay=1.0&key=probe")
+            assert wait_until(lambda: server.hits["probe"] == 1, 5)
+            t0 = time.monotonic()
+            r = raw.response(raw.http("GET", base + "/small"), timeout=5)
+            assert time.monotonic() - t0 < 0.5  # failed fast, not queued behind the probe
+            message = r.error_message or ""
+            assert r.error_class == ErrorClass.TRANSIENT
+            assert "half-open" in message and "probe request is in flight" in message, message
+            assert payload(raw.response(probe))["body"] == "slow 1.0"  # the probe succeeded
+            r = raw.response(raw.http("GET", base + "/small"))  # closed again
+            assert payload(r)["status_code"] == 200
+        finally:
+            server.close()
+        log = d.log()
+        assert f"circuit breaker for {base} opened" in log
+        assert f"circuit breaker for {base} is half-open" in log
+        assert f"circuit breaker for {base} is closed" in log
+
+
+def test_retries_back_off_with_jitter_and_stop_before_the_deadline(
+    tmp_path: Path, flaky: FlakyUpstream
+) -> None:
+    base_s, cap_s, deadline_ms = 0.02, 0.16, 1200
+    config = {
+        "breaker": {"failure_threshold": 1000},
+        "retry": {"max_attempts": 100, "base_delay_ms": 20, "max_delay_ms": 160},
+    }
+    with Daemon(tmp_path, config) as d, Raw(d.socket_path) as raw:
+        t0 = time.monotonic()
+        rid = raw.http("GET", f"{flaky.base}/jit/100000", timeout_ms=deadline_ms)
+        r = raw.response(rid, timeout=10)
+        elapsed = time.monotonic() - t0
+    message = r.error_message or ""
+    assert r.error_class == ErrorClass.TRANSIENT, message  # gave up, did not time out
+    match = re.search(r"gave up after (\d+) attempts", message)
+    assert match, message
+    attempts = int(match.group(1))
+    assert attempts == flaky.hits["jit"]
+    assert 5 <= attempts < 100  # stopped by the deadline, not by max_attempts
+    assert elapsed < deadline_ms / 1000  # never sleeps past the deadline
+    times = flaky.times["jit"]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    caps = [min(cap_s, base_s * 2**i) for i in range(len(gaps))]
+    for gap, cap in zip(gaps, caps):
+        assert gap <= cap + 0.05, (gaps, caps)  # exponential ceiling
+    ratios = [gap / cap for gap, cap in zip(gaps, caps)]
+    assert max(ratios) - min(ratios) > 0.3, ratios  # full jitter, not a fixed schedule

@@ -15,7 +15,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from aiohttp import web
 
@@ -183,6 +183,8 @@ class FlakyUpstream(_Threaded):
     def __init__(self) -> None:
         super().__init__()
         self.hits: Counter[str] = Counter()
+        self.times: Dict[str, List[float]] = {}
+        """Arrival times (``time.monotonic``) of each key's requests."""
         self.call(self._start())
 
     async def _start(self) -> None:
@@ -206,6 +208,7 @@ class FlakyUpstream(_Threaded):
             if length:
                 await reader.readexactly(length)
             self.hits[key] += 1
+            self.times.setdefault(key, []).append(time.monotonic())
             if self.hits[key] <= int(fails):
                 writer.transport.abort()
                 return
