@@ -10,7 +10,11 @@ import pytest
 
 from vastar_fast import ConnectorException, ErrorClass, RuntimeClient
 from vastar_fast.connectors.config import ConnectorConfig, MissingAPIKeyError, default_config
-from vastar_fast.connectors.openai import OpenAIConnectorError, OpenAIStreamConnector
+from vastar_fast.connectors.openai import (
+    OpenAIConnectorError,
+    OpenAIStreamConnector,
+    StreamStats,
+)
 
 from .fakes import FakeClient, FakeStream, error_answer, json_answer, sse_body, transient
 
@@ -237,3 +241,12 @@ def test_the_key_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert caplog.records, "the connector should log something at DEBUG"
     assert KEY not in caplog.text
     assert KEY not in str(info.value) and KEY not in repr(conn.config)
+
+
+def test_stream_stats_rate_counts_the_tokens_after_the_first() -> None:
+    # 11 tokens: the first at 0.1 s, then 10 more over 1.0 s -> 10 tokens/s.
+    stats = StreamStats(ttft_s=0.1, total_s=1.1, tokens=11, characters=50)
+    assert stats.tokens_per_s == pytest.approx(10.0)
+    assert StreamStats(ttft_s=0.1, total_s=0.2, tokens=1, characters=3).tokens_per_s is None
+    assert StreamStats(ttft_s=None, total_s=0.2, tokens=0, characters=0).tokens_per_s is None
+    assert StreamStats(ttft_s=0.2, total_s=0.2, tokens=5, characters=9).tokens_per_s is None

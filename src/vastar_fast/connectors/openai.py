@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Type, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type, Union
 from urllib.parse import urlsplit
 
 from ..client.sync import RuntimeClient
@@ -88,14 +88,15 @@ class StreamStats:
 
     @property
     def tokens_per_s(self) -> Optional[float]:
-        """Generation rate after the first token (None for fewer than two tokens)."""
+        """Generation rate after the first token: the ``tokens - 1`` later tokens over the
+        time from the first to the end (None for fewer than two tokens)."""
         if self.ttft_s is None or self.tokens < 2:
             return None
         span = self.total_s - self.ttft_s
-        return self.tokens / span if span > 0 else None
+        return (self.tokens - 1) / span if span > 0 else None
 
 
-def _api_error_message(body: bytes) -> tuple:
+def _api_error_message(body: bytes) -> Tuple[Optional[str], Optional[str]]:
     """(message, type) from an OpenAI-style error body, or (short body text, None)."""
     text = body.decode("utf-8", "replace").strip()
     try:
