@@ -20,9 +20,33 @@ except ImportError:  # pragma: no cover
     _scanner_c = None  # type: ignore[assignment]
 
 _WORDS = [
-    "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "token",
-    "stream", "model", "answer", "\n\n", "**bold**", "`code`", "- item\n", '"quoted"',
-    "café", "naïve", "über", "—", "“smart”", "日本語", "résumé", "tab\t", "back\\slash",
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "token",
+    "stream",
+    "model",
+    "answer",
+    "\n\n",
+    "**bold**",
+    "`code`",
+    "- item\n",
+    '"quoted"',
+    "café",
+    "naïve",
+    "über",
+    "—",
+    "“smart”",
+    "日本語",
+    "résumé",
+    "tab\t",
+    "back\\slash",
 ]
 
 
@@ -149,7 +173,9 @@ def test_incremental_1B_released_naive_resplit_16KB_prefix(benchmark: Any) -> No
 def test_incremental_4KB(benchmark: Any, impl: str) -> None:
     mod = _twin(impl)
     benchmark.extra_info["bytes"] = len(RAW)
-    out = benchmark.pedantic(_feed_all, args=(mod, RAW, 4096), rounds=20 if impl == "compiled" else 5)
+    out = benchmark.pedantic(
+        _feed_all, args=(mod, RAW, 4096), rounds=20 if impl == "compiled" else 5
+    )
     assert out == EXPECTED
 
 

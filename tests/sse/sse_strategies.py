@@ -6,7 +6,8 @@ from typing import Any, Dict
 from hypothesis import strategies as st
 
 text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from(["\n", "\\", '"', "😀", "é", "\t", "\x00", "\u2028"]),
+    alphabet=st.characters(blacklist_categories=("Cs",))
+    | st.sampled_from(["\n", "\\", '"', "😀", "é", "\t", "\x00", "\u2028"]),
     max_size=12,
 )
 
@@ -41,8 +42,12 @@ def chunk_json(draw: st.DrawFn, nonstr: bool = True) -> str:
         else:
             delta = {}
         d["choices"] = [
-            {"index": 0, "delta": delta, "logprobs": None,
-             "finish_reason": "stop" if kind == "finish" else None}
+            {
+                "index": 0,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": "stop" if kind == "finish" else None,
+            }
         ]
     ensure_ascii = draw(st.booleans())
     compact = draw(st.booleans())
@@ -55,13 +60,17 @@ def released_friendly_stream(draw: st.DrawFn) -> str:
     [DONE], garbage and non-JSON lines; str contents only."""
     pieces = []
     for _ in range(draw(st.integers(0, 8))):
-        k = draw(st.sampled_from(["chunk", "chunk", "chunk", "done", "garbage", "comment", "event"]))
+        k = draw(
+            st.sampled_from(["chunk", "chunk", "chunk", "done", "garbage", "comment", "event"])
+        )
         if k == "chunk":
             pieces.append("data: " + draw(chunk_json(nonstr=False)))
         elif k == "done":
             pieces.append("data: [DONE]")
         elif k == "garbage":
-            pieces.append("data: " + draw(st.sampled_from(["{", "nope", '{"choices": 1}', "", "[]"])))
+            pieces.append(
+                "data: " + draw(st.sampled_from(["{", "nope", '{"choices": 1}', "", "[]"]))
+            )
         elif k == "comment":
             pieces.append(": keep-alive")
         else:

@@ -9,14 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 _scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
-    | st.text(max_size=8)
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8)
 )
 _json = st.recursive(
     _scalars,
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
-        st.sampled_from(["choices", "delta", "content", "index", "x", "é"]) | st.text(max_size=4),
-        kids, max_size=4),
+    lambda kids: (
+        st.lists(kids, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["choices", "delta", "content", "index", "x", "é"])
+            | st.text(max_size=4),
+            kids,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 
@@ -43,8 +48,10 @@ def test_matches_json_loads(twin: ModuleType, obj: Any, ascii_: bool, indent: An
     assert got == expect or (got != got and expect != expect)  # NaN content
     assert type(got) is type(expect)
     raw = text.encode("utf-8", "surrogatepass")
-    assert twin.extract_delta(raw) == released.json_content(raw.decode("utf-8", "replace")) or \
-        got != got
+    assert (
+        twin.extract_delta(raw) == released.json_content(raw.decode("utf-8", "replace"))
+        or got != got
+    )
 
 
 @settings(max_examples=500, deadline=None)

@@ -22,8 +22,11 @@ def test_stream_equals_released_on_friendly_streams(twin: ModuleType, stream: st
 
 
 @settings(max_examples=300, deadline=None)
-@given(body=chunk_json(), prefix=st.sampled_from(["data: ", "data:", "xxxxx ", "data:  ", ""]),
-       suffix=st.sampled_from(["", "\n", "\r\n", "  ", "\n\n", "\nmore", "\n\ndata: x"]))
+@given(
+    body=chunk_json(),
+    prefix=st.sampled_from(["data: ", "data:", "xxxxx ", "data:  ", ""]),
+    suffix=st.sampled_from(["", "\n", "\r\n", "  ", "\n\n", "\nmore", "\n\ndata: x"]),
+)
 def test_parse_chunk_never_loses_released_content(
     twin: ModuleType, body: str, prefix: str, suffix: str
 ) -> None:
@@ -34,7 +37,11 @@ def test_parse_chunk_never_loses_released_content(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list('data: {}[]"choices,delta:content\n\r\\01x')), max_size=80))
+@given(
+    st.text(
+        alphabet=st.sampled_from(list('data: {}[]"choices,delta:content\n\r\\01x')), max_size=80
+    )
+)
 def test_random_text_never_loses_released_content(twin: ModuleType, stream: str) -> None:
     # wherever the released parser yields str content, every piece of it is ours too
     try:

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from sse_strategies import chunk_json
 
 _sseish = st.text(
-    alphabet=st.sampled_from(list('data:event:id:retry: {}[]"\\choices,delta:content[DONE]\n\r\n\r\ufeff\x00é😀01-eE.')),
+    alphabet=st.sampled_from(
+        list('data:event:id:retry: {}[]"\\choices,delta:content[DONE]\n\r\n\r\ufeff\x00é😀01-eE.')
+    ),
     max_size=120,
 )
 
@@ -37,7 +39,9 @@ def test_str_functions(both: Tuple[ModuleType, ModuleType], s: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(body=chunk_json(), cut=st.integers(0, 400), junk=st.sampled_from(["", "x", "}", " ", "\x00"]))
+@given(
+    body=chunk_json(), cut=st.integers(0, 400), junk=st.sampled_from(["", "x", "}", " ", "\x00"])
+)
 def test_truncated_and_mutated_chunks(
     both: Tuple[ModuleType, ModuleType], body: str, cut: int, junk: str
 ) -> None:
@@ -50,8 +54,10 @@ def test_truncated_and_mutated_chunks(
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=st.binary(max_size=200) | _sseish.map(lambda s: s.encode("utf-8", "surrogatepass")),
-       cuts=st.lists(st.integers(0, 200), max_size=4))
+@given(
+    data=st.binary(max_size=200) | _sseish.map(lambda s: s.encode("utf-8", "surrogatepass")),
+    cuts=st.lists(st.integers(0, 200), max_size=4),
+)
 def test_decoder_on_random_bytes(
     both: Tuple[ModuleType, ModuleType], data: bytes, cuts: list
 ) -> None:
@@ -68,8 +74,10 @@ def test_decoder_on_random_bytes(
         x for ch in chunks for x in dc.feed_deltas(ch)
     ] + dc.flush_deltas()
     # bytes and str inputs of extract_delta agree with the decode-first rule
-    assert py.extract_delta(data) == c.extract_delta(data) == released.json_content(
-        data.decode("utf-8", "replace")
+    assert (
+        py.extract_delta(data)
+        == c.extract_delta(data)
+        == released.json_content(data.decode("utf-8", "replace"))
     )
 
 
@@ -82,7 +90,9 @@ def test_decoder_events_independent_of_chunking(
         whole = mod.SSEDecoder()
         a = _events(whole.feed(data) + whole.flush())
         ones = mod.SSEDecoder()
-        b = _events([e for i in range(len(data)) for e in ones.feed(data[i : i + 1])] + ones.flush())
+        b = _events(
+            [e for i in range(len(data)) for e in ones.feed(data[i : i + 1])] + ones.flush()
+        )
         assert a == b
 
 
@@ -106,6 +116,8 @@ def test_fallback_paths_agree(both: Tuple[ModuleType, ModuleType]) -> None:
         expect = repr(released.json_content(d))  # repr: NaN != NaN
         assert repr(py.extract_delta(d)) == expect == repr(c.extract_delta(d)), d[:60]
         raw = d.encode("utf-8", "surrogatepass")
-        assert repr(py.extract_delta(raw)) == repr(c.extract_delta(raw)) == repr(
-            released.json_content(raw.decode("utf-8", "replace"))
+        assert (
+            repr(py.extract_delta(raw))
+            == repr(c.extract_delta(raw))
+            == repr(released.json_content(raw.decode("utf-8", "replace")))
         )

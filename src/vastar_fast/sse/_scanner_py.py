@@ -244,49 +244,100 @@ def parse_chunk(chunk: str) -> Any:
 def iter_stream(data: str) -> Iterator[str]:
     """Iterator over each non-empty str content of a whole SSE stream, in order.
 
-    The argument is checked at call time (not at the first ``next``), like
-    the compiled twin, which scans eagerly.
+    The stream is scanned at call time, like the compiled twin does.
     """
     if not isinstance(data, str):
         raise TypeError(f"iter_stream() expects str, not {type(data).__name__}")
-    return _iter_stream(data)
-
-
-def _iter_stream(data: str) -> Iterator[str]:
-    has_cr = "\r" in data
-    first = True
-    for piece in data.split("\n\n"):
-        if piece[:6] == "data: " and "\n" not in piece and not (has_cr and "\r" in piece):
-            c = _content_at(piece, 6)
-            if c and c.__class__ is str:
-                yield c
-        elif piece:
-            for c in _piece_contents(piece, first):
-                if c and c.__class__ is str:
-                    yield c
-        first = False
+    return iter(_stream_contents(data))
 
 
 def parse_stream(data: str) -> str:
     """All non-empty str contents of a whole SSE stream, concatenated."""
     if not isinstance(data, str):
         raise TypeError(f"parse_stream() expects str, not {type(data).__name__}")
+    return "".join(_stream_contents(data))
+
+
+_scanstring: Callable[..., Tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+def _stream_contents(data: str) -> List[str]:
+    """The non-empty str contents of a stream, in order.
+
+    Event template: consecutive OpenAI chunks differ only in the content
+    string.  After a single-line ``data: `` piece gave str content, its text
+    up to the content's opening quote (``tp``) and from the closing quote on
+    (``ts``) is kept.  A later piece ``tp + tok + ts`` whose ``tok`` is a
+    valid JSON string body is the same JSON document with only that string
+    token changed, so its content is ``tok`` decoded -- once it is proven
+    that the token is the content.  The quote ending ``tp`` opens a string
+    token: it follows ``"content":`` (and blanks) in valid JSON, where that
+    text is either a key or ends a string with ``content"`` and is followed
+    by a real colon.  JSON lexing is left to right, so the token ends where
+    its body does and the same tokens follow, and the parsed documents differ
+    in that one string value only.  The lookup's target does not depend on
+    string values, so when a full parse of a piece whose token decodes
+    differently from the template's returns exactly the new token, the target
+    is that token, for every later matching piece too.  Until then every
+    piece is parsed in full; a piece that does not fit goes the full way and
+    may become the new template.
+    """
     out: List[str] = []
     append = out.append
     scan = _scan_once
+    scanstring = _scanstring
     pieces = data.split("\n\n")
     # Every "\n" sits in a separator and there is no CR or BOM: each piece is
     # then at most one line, so the per-piece line checks can be skipped.
     simple = (
-        "\r" not in data
-        and not data.startswith(_BOM)
-        and data.count("\n") == 2 * (len(pieces) - 1)
+        "\r" not in data and not data.startswith(_BOM) and data.count("\n") == 2 * (len(pieces) - 1)
     )
     first = True
+    tp = ts = ""  # template prefix (with the open quote) and suffix
+    lp = ls = 0  # their lengths; lp == 0: no template
+    t_content = ""  # the template's own content
+    proven = False
     for piece in pieces:
-        if piece.startswith("data: ") and (
-            simple or ("\n" not in piece and "\r" not in piece)
-        ):
+        if lp and piece.startswith(tp) and piece.endswith(ts) and len(piece) >= lp + ls:
+            tok = piece[lp : len(piece) - ls]
+            if proven:
+                if '"' not in tok and "\\" not in tok and tok.isprintable():
+                    # a body without quote, backslash or control character
+                    # is its own value
+                    if tok:
+                        append(tok)
+                    first = False
+                    continue
+                try:
+                    c, e = scanstring(tok + '"', 0)
+                except Exception:
+                    e = -1
+                if e == len(tok) + 1:
+                    if c:
+                        append(c)
+                    first = False
+                    continue
+            else:
+                # full parse; its result may prove the template
+                try:
+                    obj, end = scan(piece, 6)
+                    if end != len(piece):
+                        raise ValueError
+                    c = obj["choices"][0]["delta"].get("content")
+                except Exception:
+                    c = _json_content(piece[6:])
+                if c.__class__ is str:
+                    try:
+                        tc, e = scanstring(tok + '"', 0)
+                    except Exception:
+                        e = -1
+                    if e == len(tok) + 1 and tc == c and tc != t_content:
+                        proven = True
+                    if c:
+                        append(c)
+                first = False
+                continue
+        if piece.startswith("data: ") and (simple or ("\n" not in piece and "\r" not in piece)):
             # hot path: one "data: " line, spec and released rule coincide.
             # ``.get`` equals the released ``"content" in delta`` + lookup
             # for dicts, and any other delta type raises (-> None) either way.
@@ -297,14 +348,32 @@ def parse_stream(data: str) -> str:
                 c = obj["choices"][0]["delta"].get("content")
             except Exception:
                 c = _json_content(piece[6:])
-            if c and c.__class__ is str:
-                append(c)
+            if c.__class__ is str:
+                if c:
+                    append(c)
+                # learn this piece as the template: the last "content" key
+                # followed by a string token that decodes to c
+                k = piece.rfind('"content":')
+                if k >= 0:
+                    j = k + 10
+                    while piece[j : j + 1] in (" ", "\t"):
+                        j += 1
+                    if piece[j : j + 1] == '"':
+                        try:
+                            tc, e = scanstring(piece, j + 1)
+                        except Exception:
+                            e = -1
+                        if e > 0 and tc == c:
+                            tp, ts = piece[: j + 1], piece[e - 1 :]
+                            lp, ls = j + 1, len(piece) - e + 1
+                            t_content = c
+                            proven = False
         elif piece:
             for c in _piece_contents(piece, first):
                 if c and c.__class__ is str:
                     append(c)
         first = False
-    return "".join(out)
+    return out
 
 
 class SSEDecoder:
