@@ -14,6 +14,10 @@ daemon (``python -m vastar_fast.runtime`` on a temp socket), then measures:
 The released runtime binary is not available here; its figures are quoted from the
 issue as the reference (goal: no worse than ~180 us per sequential request, first
 chunk within 1 ms). Everything it starts, it stops. Prints a table, or JSON with --json.
+
+On a small machine the sequential figure depends on where the scheduler puts the three
+processes of the chain (client, daemon, nginx): ``--cpus 0`` pins all of them (and the
+throughput clients) to one CPU, ``--cpus 0,1`` to two, so both cases can be reproduced.
 """
 
 from __future__ import annotations
@@ -296,9 +300,17 @@ def first_chunk(socket_path: str, rounds: int) -> Dict[str, float]:
     return _stats(gaps)
 
 
+REFERENCE_SEQUENTIAL_US = 180.0
+"""The released runtime's sequential small-GET latency on this machine (from the issue)."""
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="vastar-rt-bench-"))
     results: Dict[str, Any] = {}
+    if args.cpus:
+        # Children (nginx, the daemon, the throughput clients) inherit the affinity.
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    results["cpus"] = sorted(os.sched_getaffinity(0))
     nginx = daemon = None
     try:
         os.chmod(tmp, 0o755)
@@ -317,6 +329,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         if nginx is not None:
             nginx.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    seq = results["sequential_via_runtime"]["median_us"]
+    results["ratios"] = {
+        "sequential_median_vs_released_180us": round(seq / REFERENCE_SEQUENTIAL_US, 2),
+        "sequential_median_vs_direct_nginx": round(
+            seq / results["direct_nginx_keepalive"]["median_us"], 2
+        ),
+    }
     results["reference_goals"] = {
         "sequential_median_us": "<= ~180 (released runtime figure from the issue)",
         "first_chunk_forwarding": "< 1 ms after arrival",
@@ -336,6 +355,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="throughput duration")
     p.add_argument("--rounds", type=int, default=20, help="first-chunk rounds")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--cpus", metavar="LIST", help="pin everything to these CPUs, e.g. 0 or 0,1 (Linux)"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.seconds, args.rounds = 300, 1.0, 3

@@ -1,14 +1,17 @@
 """Per-upstream-host circuit breakers (closed -> open -> half-open -> closed).
 
-Why not a library: aiobreaker and pybreaker each model one breaker wrapping one call
-and count every exception the call raises; we need one breaker per host created on
-demand, failures classified by the caller (a refused connection counts, an HTTP 500 or
-a client's own deadline does not), exactly one probe in half-open state, and the time
-at which an open breaker will probe again for the error message. aiobreaker exposes
-none of the last three cleanly (its open-state error is "Timeout not elapsed yet"),
-and pybreaker's async support goes through Tornado. The state machine is small, runs
-on the event loop thread only (no locks), and takes its clock as an argument so tests
-can drive it.
+Why not a library (re-evaluated against aiobreaker 1.2.0, pybreaker 1.4.1 and
+purgatory 3.0.1): we need one breaker per host created on demand, failures classified
+by the caller (a refused connection counts, an HTTP 500 or a client's own deadline does
+not), exactly one probe in half-open state, and the time at which an open breaker will
+probe again for the error message. None of the three admits a single probe: in
+half-open state aiobreaker and purgatory let every concurrent call through (five
+concurrent calls after the reset timeout: five upstream calls), so a host that has just
+come back would take the whole backlog at once. pybreaker's async support goes through
+Tornado and holds a threading lock around the call; purgatory's open error does not say
+when it probes again and every call goes through its async message bus; aiobreaker has
+no per-host factory. The state machine is small, runs on the event loop thread only (no
+locks), and takes its clock as an argument so tests can drive it.
 """
 
 from __future__ import annotations

@@ -684,6 +684,12 @@ class Runtime:
         Retried: failures to connect (the request never left, any method) and transient
         failures of idempotent methods. Full-jitter exponential backoff, never past the
         deadline, at most retry.max_attempts attempts in all.
+
+        Why not tenacity (AsyncRetrying + wait_random_exponential + a deadline stop fits
+        the policy): its per-call bookkeeping runs on every request, also the ones that
+        succeed first time. Measured in this daemon (sequential GETs to nginx, all on one
+        CPU) it raised the median latency from 137 to 192 us and the daemon's CPU per
+        request from ~105 to ~165 us; this policy is the dozen lines below.
         """
         if attempt >= self._max_attempts or failure.error_class != ErrorClass.TRANSIENT:
             return None
