@@ -503,6 +503,108 @@ static inline Py_ssize_t vf_unescape_u(const uint8_t *p, Py_ssize_t i, Py_ssize_
 }
 
 /*
+ * AVX-512 VBMI2 unescaping, chosen at run time (GCC/Clang on x86-64; every other
+ * build or CPU uses the SSE2 path below unchanged).  A 64-byte window costs the same
+ * whatever its escape count: the escape backslashes are found with simdjson's
+ * odd/even backslash-run arithmetic, the escaped letters b f n r t are replaced under
+ * masks, and vpcompressb drops the backslashes.  Windows start at a byte that is not
+ * escaped (the start of the string, or just after a handled escape), so no state
+ * carries over; a window whose last byte is an escape backslash stops one byte short.
+ * Anything else -- an unescaped quote (the end), a control character, \u or an
+ * invalid escape -- ends the vector step just before it, and the caller handles that
+ * one byte or escape with the scalar rules.
+ */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(VF_NO_AVX512)
+#include <immintrin.h>
+#define VF_AVX512 1
+#define VF_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vbmi2,popcnt,bmi")))
+
+static int vf_avx512_state = -1;
+
+static inline int vf_use_avx512(void)
+{
+    if (vf_avx512_state < 0) {
+        __builtin_cpu_init();
+        vf_avx512_state = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vbmi2");
+    }
+    return vf_avx512_state;
+}
+
+/* Unescape whole windows from p[i] while i + 64 <= n; returns where it stopped:
+ * at a byte the scalar rules must handle, or where fewer than 64 bytes remain.
+ * Writes at *op (64-byte stores; the output never runs ahead of the input). */
+static VF_AVX512_TARGET Py_ssize_t vf_unescape_avx512(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
+                                                      uint8_t **op, uint8_t *hi)
+{
+    const uint64_t odd = 0xAAAAAAAAAAAAAAAAULL;
+    const __m512i vq = _mm512_set1_epi8('"'), vb = _mm512_set1_epi8('\\'), vc = _mm512_set1_epi8(0x1F);
+    __m512i seen = _mm512_setzero_si512();
+    uint8_t *o = *op;
+    while (i + 64 <= n) {
+        __m512i v = _mm512_loadu_si512((const void *)(p + i));
+        uint64_t bs = _mm512_cmpeq_epi8_mask(v, vb);
+        uint64_t qt = _mm512_cmpeq_epi8_mask(v, vq);
+        uint64_t ct = _mm512_cmple_epu8_mask(v, vc);
+        uint64_t code, esc, escaped, eb, ef, en, er, et, valid, hard, keep, lim;
+        int len = 64, stop = 0;
+        seen = _mm512_or_si512(seen, v);
+        if (!(bs | qt | ct)) {
+            _mm512_storeu_si512((void *)o, v);
+            o += 64;
+            i += 64;
+            continue;
+        }
+        code = (((bs << 1) | odd) - bs) ^ odd;
+        esc = code & bs;      /* backslashes that start an escape */
+        escaped = code ^ bs;  /* the byte after each of them      */
+        eb = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('b'));
+        ef = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('f'));
+        en = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('n'));
+        er = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('r'));
+        et = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('t'));
+        valid = qt | bs | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('/')) | eb | ef | en | er | et;
+        hard = (qt & ~escaped) | ct | ((escaped & ~valid) >> 1);
+        if (esc >> 63) len = 63;
+        lim = len == 64 ? ~(uint64_t)0 : (((uint64_t)1 << len) - 1);
+        if (hard & lim) {
+            len = (int)_tzcnt_u64(hard);
+            lim = ((uint64_t)1 << len) - 1;
+            stop = 1;
+        }
+        escaped &= lim;
+        v = _mm512_mask_mov_epi8(v, escaped & eb, _mm512_set1_epi8('\b'));
+        v = _mm512_mask_mov_epi8(v, escaped & ef, _mm512_set1_epi8('\f'));
+        v = _mm512_mask_mov_epi8(v, escaped & en, _mm512_set1_epi8('\n'));
+        v = _mm512_mask_mov_epi8(v, escaped & er, _mm512_set1_epi8('\r'));
+        v = _mm512_mask_mov_epi8(v, escaped & et, _mm512_set1_epi8('\t'));
+        keep = ~esc & lim;
+        _mm512_storeu_si512((void *)o, _mm512_maskz_compress_epi8(keep, v));
+        o += _mm_popcnt_u64(keep);
+        i += len;
+        if (stop) break;
+    }
+    if (_mm512_movepi8_mask(seen)) *hi = 0x80;
+    *op = o;
+    return i;
+}
+#endif
+
+/* 1 when the AVX-512 path is in use; vf_simd_allow(0) turns it off (tests use it to
+ * run the SSE2 path on the same machine), vf_simd_allow(1) re-detects. */
+static int vf_simd_allow(int avx512)
+{
+#if defined(VF_AVX512)
+    vf_avx512_state = -1;
+    if (!avx512) vf_avx512_state = 0;
+    return vf_use_avx512();
+#else
+    (void)avx512;
+    return 0;
+#endif
+}
+
+/*
  * Decode the JSON string whose first character (after the opening quote) is
  * p[i], writing its bytes to out.  out must have room for (n - i) +
  * VF_UNESCAPE_SLACK bytes: a JSON string never decodes longer than its source.
@@ -522,6 +624,23 @@ static Py_ssize_t vf_json_unescape(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
 {
     uint8_t *o = out;
     uint8_t c, r, hi = 0;
+#if defined(VF_AVX512)
+    if (vf_use_avx512()) {
+        while (i + 64 <= n) {
+            i = vf_unescape_avx512(p, i, n, &o, &hi);
+            if (i + 64 > n) break;
+            /* p[i] is what the vector step leaves to the scalar rules */
+            c = p[i];
+            if (c == '"') { *outlen = o - out; *high = hi != 0; return i + 1; }
+            if (c != '\\') return -1; /* raw control character */
+            r = vf_simple_unescape[p[i + 1]];
+            if (r) { *o++ = r; i += 2; continue; }
+            if (p[i + 1] != 'u') return -1;
+            i = vf_unescape_u(p, i, n, &o);
+            if (i < 0) return -1;
+        }
+    }
+#endif
 #if defined(VF_SSE2)
     /* Every special byte of a 16-byte block is handled from one mask, so the next
      * load does not wait on a ctz per escape (escape-dense SSE bodies have one every
@@ -559,7 +678,7 @@ static Py_ssize_t vf_json_unescape(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
             }
             if (c == '"') {
                 *outlen = o - out;
-                *high = _mm_movemask_epi8(seen) != 0;
+                *high = hi || _mm_movemask_epi8(seen) != 0;
                 return i + k + 1;
             }
             return -1; /* raw control character: json rejects it */
@@ -573,7 +692,7 @@ static Py_ssize_t vf_json_unescape(const uint8_t *p, Py_ssize_t i, Py_ssize_t n,
             i += pos;
         }
     }
-    hi = _mm_movemask_epi8(seen) ? 0x80 : 0;
+    hi |= _mm_movemask_epi8(seen) ? 0x80 : 0;
 #endif
     while (i < n) {
         c = p[i];

@@ -141,6 +141,7 @@ cdef extern from "codec_json.h":
     int vf_utf8_valid_sp(const uint8_t *p, Py_ssize_t n) nogil
     Py_ssize_t vf_skip_ws(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) nogil
     object vf_new_named(object cls, Py_ssize_t n, PyObject **items)
+    int vf_simd_allow(int avx512)
 
 
 # Message types, as in the pure twin.
@@ -1238,6 +1239,15 @@ def encode_http_request_frame(
         request_id, tenant_id, workspace_id, trace_id, deadline_at_ms, method, url,
         headers, body, ext_headers,
     )
+
+
+def _simd(avx512=True):
+    """Private, for tests: allow (default) or forbid the AVX-512 JSON unescaper.
+
+    Returns whether it is now in use (False on CPUs or builds without it, where the
+    SSE2 path always serves).
+    """
+    return bool(vf_simd_allow(1 if avx512 else 0))
 
 
 # Runtime-side JSON helpers: json.loads / json.dumps do the work either way, so the
