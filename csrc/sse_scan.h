@@ -157,4 +157,34 @@ static inline Py_ssize_t sse_tmpl_match(int kind, const void *buf, Py_ssize_t po
     }
 }
 
+/* Whole-document template for 1-byte (UTF-8) buffers: is s[0:n) the text
+ * P + one valid JSON string body + S, where P (ending with the content's open
+ * quote) and S (from its closing quote) were cut from a document for which
+ * sse_json_delta_1 returned SSE_J_STR?  Then sse_json_delta_1 on s[0:n)
+ * returns SSE_J_STR with the span filled here (same argument as
+ * sse_tmpl_match: the scanner's decisions depend on P, the validity of the
+ * string body, and S only).  1 on a match, else 0. */
+static inline int sse_doc_tmpl_match(const Py_UCS1 *s, Py_ssize_t n, const Py_UCS1 *P,
+                                     Py_ssize_t lp, const Py_UCS1 *S, Py_ssize_t ls,
+                                     sse_span *out) {
+    sse_ctx_1 c;
+    int esc = 0;
+    Py_ssize_t q;
+    if (lp <= 0 || ls <= 0 || lp + ls > n) return 0;
+    if (memcmp(s, P, (size_t)lp) != 0) return 0;
+    c.s = s;
+    c.n = n;
+    c.i = lp - 1; /* the opening quote */
+    c.fallback = 0;
+    c.found = 0;
+    if (!sse_string_1(&c, &esc)) return 0;
+    q = c.i - 1; /* the closing quote */
+    if (q + ls != n) return 0;
+    if (memcmp(s + q, S, (size_t)ls) != 0) return 0;
+    out->start = lp;
+    out->end = q;
+    out->escaped = esc;
+    return 1;
+}
+
 #endif /* VASTAR_SSE_SCAN_H */

@@ -70,6 +70,7 @@ def _check(both: Tuple[ModuleType, ModuleType], stream: str) -> None:
     for mod in (py, c):
         assert mod.parse_stream(stream) == "".join(ref), mod.__name__
         assert list(mod.iter_stream(stream)) == ref, mod.__name__
+    _check_decoders(both, stream.encode("utf-8", "surrogatepass"))
     pieces = [p for p in stream.split("\n\n") if p]
     if all(p.startswith("data: ") and "\n" not in p and "\r" not in p for p in pieces):
         try:
@@ -77,6 +78,26 @@ def _check(both: Tuple[ModuleType, ModuleType], stream: str) -> None:
         except TypeError:  # released += of a non-str content
             return
         assert py.parse_stream(stream) == expected == c.parse_stream(stream)
+
+
+def _deltas(mod: ModuleType, raw: bytes, size: int) -> List[str]:
+    dec = mod.SSEDecoder()
+    got: List[str] = []
+    for i in range(0, len(raw), size):
+        got += dec.feed_deltas(raw[i : i + size])
+    return got + dec.flush_deltas()
+
+
+def _check_decoders(both: Tuple[ModuleType, ModuleType], raw: bytes) -> None:
+    """feed_deltas (which learns templates) == the contents of feed's events
+    (which never does), on both twins, whatever the chunking."""
+    py, c = both
+    dec = py.SSEDecoder()
+    events = dec.feed(raw) + dec.flush()
+    want = [x for e in events for x in [py.extract_delta(e.data)] if type(x) is str and x]
+    for mod in (py, c):
+        for size in (3, 64, max(len(raw), 1)):
+            assert _deltas(mod, raw, size) == want, (mod.__name__, size)
 
 
 _CONTENTS = [
@@ -176,6 +197,7 @@ def test_prefix_or_suffix_only_matches(both: Tuple[ModuleType, ModuleType]) -> N
     a, b = _ev("a"), _ev("b")
     template = _ev("t")
     cut_at = template.index('"t"') + 1  # just after the open quote
+    refusal = template.replace('"content":"t"', '"content":"t","refusal":null')
     evs = [
         template[:cut_at],  # the prefix alone
         template[: cut_at + 1],  # prefix and token, no suffix
@@ -188,6 +210,14 @@ def test_prefix_or_suffix_only_matches(both: Tuple[ModuleType, ModuleType]) -> N
         template + "\ndata: " + _doc("second line"),
         template.replace('"finish_reason":null', '"finish_reason":"stop"'),
         template.replace('"logprobs":null', '"logprobs":nul'),
+        # same length as the template, different suffix
+        template.replace('"logprobs":null', '"logprobs":nulx'),
+        template.replace('"logprobs":null', '"logprobs":true'),
+        template[:-1] + "]",
+        refusal,
+        refusal.replace('"refusal":null', '"content":"ab"'),
+        refusal.replace('"refusal":null', '"refusal":nul]'),
+        refusal.replace('"t","refusal":null', '"t"}, "refusal":nul'),
         template.replace("data: ", "data:  "),
         template.replace("data: ", "dat: "),
         "data: " + _doc("t")[:10],
@@ -198,6 +228,7 @@ def test_prefix_or_suffix_only_matches(both: Tuple[ModuleType, ModuleType]) -> N
         for end in ("\n\n", "", "\n", "\n\n\n", "\n\n\n\n"):
             _check(both, _stream([a, b, ev, template], end=end))
             _check(both, _stream([a, b, ev], end=end))
+            _check(both, _stream([refusal, refusal.replace('"t"', '"u"'), ev], end=end))
 
 
 def test_decoy_content_key_in_a_string(both: Tuple[ModuleType, ModuleType]) -> None:

@@ -56,6 +56,8 @@ cdef extern from "sse_scan.h" nogil:
         Py_ssize_t ls
     Py_ssize_t sse_tmpl_match(int kind, const void *buf, Py_ssize_t pos, Py_ssize_t end,
                               const sse_tmpl *t, sse_span *out)
+    int sse_doc_tmpl_match(const Py_UCS1 *s, Py_ssize_t n, const Py_UCS1 *P, Py_ssize_t lp,
+                           const Py_UCS1 *S, Py_ssize_t ls, sse_span *out)
 
 
 __all__ = [
@@ -570,6 +572,8 @@ cdef bytes _BOM_B = b"\xef\xbb\xbf"
 # retry values longer than this are ignored (they cannot be a sane delay, and
 # int() of thousands of digits would raise); both twins agree on it
 cdef Py_ssize_t _MAX_RETRY_DIGITS = 18
+# feed_deltas learns event documents up to this size as templates
+cdef Py_ssize_t _MAX_TEMPLATE = 1 << 16
 
 
 cdef inline bint _may_be_done(const char *buf, Py_ssize_t n) noexcept nogil:
@@ -606,6 +610,12 @@ cdef class SSEDecoder:
     cdef bint _done
     cdef bint _deltas      # mode of the current call
     cdef list _out
+    # learned document template of feed_deltas (see sse_doc_tmpl_match):
+    # _tpl[0:_tlp) is the prefix, _tpl[_tlp:_tlp + _tls) the suffix
+    cdef char *_tpl
+    cdef Py_ssize_t _tlp
+    cdef Py_ssize_t _tls
+    cdef Py_ssize_t _tplcap
 
     def __cinit__(self):
         self._tail = NULL
@@ -620,10 +630,16 @@ cdef class SSEDecoder:
         self._done = False
         self._deltas = False
         self._out = None
+        self._tpl = NULL
+        self._tlp = 0
+        self._tls = 0
+        self._tplcap = 0
 
     def __dealloc__(self):
         if self._tail != NULL:
             free(self._tail)
+        if self._tpl != NULL:
+            free(self._tpl)
 
     @property
     def done(self):
@@ -674,8 +690,40 @@ cdef class SSEDecoder:
         return 0
 
     cdef int _sink_put(self) except -1:
+        """Append the pending event's non-empty str content (as _content)."""
         cdef _DataBuf acc = self._acc
-        cdef object c = _content(1, acc.buf, 0, acc.length, True)
+        cdef object c
+        cdef sse_span sp
+        cdef int st
+        cdef Py_ssize_t need
+        cdef char *nb
+        if self._tlp and sse_doc_tmpl_match(<const Py_UCS1 *>acc.buf, acc.length,
+                                            <const Py_UCS1 *>self._tpl, self._tlp,
+                                            <const Py_UCS1 *>(self._tpl + self._tlp),
+                                            self._tls, &sp):
+            st = SSE_J_STR
+        else:
+            st = sse_json_delta(1, acc.buf, 0, acc.length, &sp)
+            if st == SSE_J_STR and acc.length <= _MAX_TEMPLATE:
+                # learn this document as the template for the next ones
+                need = sp.start + (acc.length - sp.end)
+                if need > self._tplcap:
+                    nb = <char *>realloc(self._tpl, <size_t>need)
+                    if nb == NULL:
+                        raise MemoryError()
+                    self._tpl = nb
+                    self._tplcap = need
+                memcpy(self._tpl, acc.buf, <size_t>sp.start)
+                memcpy(self._tpl + sp.start, acc.buf + sp.end, <size_t>(acc.length - sp.end))
+                self._tlp = sp.start
+                self._tls = acc.length - sp.end
+        if st == SSE_J_NONE:
+            return 0
+        if st == SSE_J_STR:
+            if sp.end > sp.start:
+                self._out.append(_span_str(1, acc.buf, &sp, True))
+            return 0
+        c = _json_content(PyUnicode_DecodeUTF8(acc.buf, acc.length, "replace"))
         if type(c) is str and c:
             self._out.append(c)
         return 0
