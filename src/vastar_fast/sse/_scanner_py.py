@@ -261,118 +261,121 @@ def parse_stream(data: str) -> str:
 _scanstring: Callable[..., Tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
+def _hot_content(piece: str) -> Any:
+    """Content of a single-line ``data: `` piece (spec and released rule agree).
+
+    ``.get`` equals the released ``"content" in delta`` + lookup for dicts,
+    and any other delta type raises (-> None) either way.
+    """
+    try:
+        obj, end = _scan_once(piece, 6)
+        if end != len(piece):
+            raise ValueError
+        return obj["choices"][0]["delta"].get("content")
+    except Exception:
+        return _json_content(piece[6:])
+
+
+def _learn(piece: str, c: str) -> Optional[Tuple[str, str]]:
+    """Template (prefix with the open quote, suffix from the closing quote)
+    around the last ``"content":`` string token of ``piece`` that decodes to
+    ``c``, the piece's content; None when there is no such token."""
+    k = piece.rfind('"content":')
+    if k < 0:
+        return None
+    j = k + 10
+    while piece[j : j + 1] in (" ", "\t"):
+        j += 1
+    if piece[j : j + 1] != '"':
+        return None
+    try:
+        tc, e = _scanstring(piece, j + 1)
+    except Exception:
+        return None
+    if tc != c:
+        return None
+    return piece[: j + 1], piece[e - 1 :]
+
+
 def _stream_contents(data: str) -> List[str]:
     """The non-empty str contents of a stream, in order.
+
+    The stream is cut on "\\n\\n" as ``str.split`` would, one piece at a time.
 
     Event template: consecutive OpenAI chunks differ only in the content
     string.  After a single-line ``data: `` piece gave str content, its text
     up to the content's opening quote (``tp``) and from the closing quote on
     (``ts``) is kept.  A later piece ``tp + tok + ts`` whose ``tok`` is a
-    valid JSON string body is the same JSON document with only that string
-    token changed, so its content is ``tok`` decoded -- once it is proven
-    that the token is the content.  The quote ending ``tp`` opens a string
-    token: it follows ``"content":`` (and blanks) in valid JSON, where that
-    text is either a key or ends a string with ``content"`` and is followed
-    by a real colon.  JSON lexing is left to right, so the token ends where
-    its body does and the same tokens follow, and the parsed documents differ
-    in that one string value only.  The lookup's target does not depend on
-    string values, so when a full parse of a piece whose token decodes
-    differently from the template's returns exactly the new token, the target
-    is that token, for every later matching piece too.  Until then every
-    piece is parsed in full; a piece that does not fit goes the full way and
-    may become the new template.
+    valid JSON string body (``scanstring`` validates it exactly as json does
+    and finds its end) is the same JSON document with only that string token
+    changed, so its content is ``tok`` decoded -- once it is proven that the
+    token is the content.  The quote ending ``tp`` opens a string token: it
+    follows ``"content":`` (and blanks) in valid JSON, where that text is
+    either a key or ends a string with ``content"`` and is followed by a real
+    colon.  JSON lexing is left to right, so the token ends where its body
+    does and the same tokens follow, and the parsed documents differ in that
+    one string value only.  The lookup's target does not depend on string
+    values, so when a full parse of a piece whose token decodes differently
+    from the template's returns exactly the new token, the target is that
+    token, for every later matching piece too.  Until then every piece is
+    parsed in full; a piece that does not fit goes the full way and may
+    become the new template.  ``tp``, ``ts`` and a valid body hold no line
+    end, so such a piece is one line and ends at the next "\\n\\n".
     """
     out: List[str] = []
     append = out.append
-    scan = _scan_once
     scanstring = _scanstring
-    pieces = data.split("\n\n")
-    # Every "\n" sits in a separator and there is no CR or BOM: each piece is
-    # then at most one line, so the per-piece line checks can be skipped.
-    simple = (
-        "\r" not in data and not data.startswith(_BOM) and data.count("\n") == 2 * (len(pieces) - 1)
-    )
-    first = True
+    startswith = data.startswith
+    find = data.find
+    n = len(data)
+    pos = 0
     tp = ts = ""  # template prefix (with the open quote) and suffix
     lp = ls = 0  # their lengths; lp == 0: no template
     t_content = ""  # the template's own content
     proven = False
-    for piece in pieces:
-        if lp and piece.startswith(tp) and piece.endswith(ts) and len(piece) >= lp + ls:
-            tok = piece[lp : len(piece) - ls]
-            if proven:
-                if '"' not in tok and "\\" not in tok and tok.isprintable():
-                    # a body without quote, backslash or control character
-                    # is its own value
-                    if tok:
-                        append(tok)
-                    first = False
-                    continue
-                try:
-                    c, e = scanstring(tok + '"', 0)
-                except Exception:
-                    e = -1
-                if e == len(tok) + 1:
-                    if c:
-                        append(c)
-                    first = False
-                    continue
-            else:
-                # full parse; its result may prove the template
-                try:
-                    obj, end = scan(piece, 6)
-                    if end != len(piece):
-                        raise ValueError
-                    c = obj["choices"][0]["delta"].get("content")
-                except Exception:
-                    c = _json_content(piece[6:])
-                if c.__class__ is str:
-                    try:
-                        tc, e = scanstring(tok + '"', 0)
-                    except Exception:
-                        e = -1
-                    if e == len(tok) + 1 and tc == c and tc != t_content:
-                        proven = True
-                    if c:
-                        append(c)
-                first = False
-                continue
-        if piece.startswith("data: ") and (simple or ("\n" not in piece and "\r" not in piece)):
-            # hot path: one "data: " line, spec and released rule coincide.
-            # ``.get`` equals the released ``"content" in delta`` + lookup
-            # for dicts, and any other delta type raises (-> None) either way.
+    while pos <= n:
+        if lp and startswith(tp, pos):
             try:
-                obj, end = scan(piece, 6)
-                if end != len(piece):
-                    raise ValueError
-                c = obj["choices"][0]["delta"].get("content")
+                tc, e = scanstring(data, pos + lp)
             except Exception:
-                c = _json_content(piece[6:])
+                e = 0
+            if e and startswith(ts, e - 1):
+                end = e - 1 + ls
+                if end == n or startswith("\n\n", end):
+                    if proven:
+                        if tc:
+                            append(tc)
+                        pos = end + 2
+                        continue
+                    # full parse; its result may prove the template
+                    c = _hot_content(data[pos:end])
+                    if c.__class__ is str:
+                        if c == tc and tc != t_content:
+                            proven = True
+                        if c:
+                            append(c)
+                    pos = end + 2
+                    continue
+        b = find("\n\n", pos)
+        if b < 0:
+            b = n
+        piece = data[pos:b]
+        if piece.startswith("data: ") and "\n" not in piece and "\r" not in piece:
+            c = _hot_content(piece)
             if c.__class__ is str:
                 if c:
                     append(c)
-                # learn this piece as the template: the last "content" key
-                # followed by a string token that decodes to c
-                k = piece.rfind('"content":')
-                if k >= 0:
-                    j = k + 10
-                    while piece[j : j + 1] in (" ", "\t"):
-                        j += 1
-                    if piece[j : j + 1] == '"':
-                        try:
-                            tc, e = scanstring(piece, j + 1)
-                        except Exception:
-                            e = -1
-                        if e > 0 and tc == c:
-                            tp, ts = piece[: j + 1], piece[e - 1 :]
-                            lp, ls = j + 1, len(piece) - e + 1
-                            t_content = c
-                            proven = False
+                t = _learn(piece, c)
+                if t is not None:
+                    tp, ts = t
+                    lp, ls = len(tp), len(ts)
+                    t_content = c
+                    proven = False
         elif piece:
-            for c in _piece_contents(piece, first):
+            for c in _piece_contents(piece, pos == 0):
                 if c and c.__class__ is str:
                     append(c)
-        first = False
+        pos = b + 2
     return out
 
 
