@@ -41,24 +41,24 @@ def response_timeout_s(timeout_ms: int) -> float:
 
 def response_from_event(event: ResponseReceived) -> HTTPResponse:
     """An HTTPResponse, or the ConnectorException the released SDK raises for it."""
-    rid = event.request_id
-    if event.error_class != 0:
+    rid, error_class, error_message, payload, duration_us = event  # one unpack: hot path
+    if error_class != 0:
         raise ConnectorException(
-            event.error_message or f"the runtime reported error class {event.error_class}",
-            event.error_class,
+            error_message or f"the runtime reported error class {error_class}",
+            error_class,
             rid,
         )
-    if not event.payload:
+    if not payload:
         raise ConnectorException(
             "the runtime answered with an empty payload", ErrorClass.PERMANENT, rid
         )
     try:
-        status, headers, body, _streaming = _decode_payload(event.payload)
+        status, headers, body, _streaming = _decode_payload(payload)
     except ProtocolError as exc:
         raise ConnectorException(
             f"the runtime's answer could not be read: {exc}", ErrorClass.PERMANENT, rid
         ) from None
-    return HTTPResponse(rid, status, headers, body, event.duration_us, _SUCCESS, None)
+    return HTTPResponse(rid, status, headers, body, duration_us, _SUCCESS, None)
 
 
 def invalid_request(exc: ProtocolError, request_id: int) -> ConnectorException:

@@ -245,10 +245,22 @@ class RuntimeClient:
                 finally:
                     cond.acquire()
                     self._reading = False
+                    mine = None
                     for event in events:
-                        self._file(event)
+                        # The usual case, our own answer with nothing queued before it,
+                        # goes straight back instead of through the mailbox.
+                        if (
+                            mine is None
+                            and type(event) is ResponseReceived
+                            and (event[0] == rid and not self._mail.get(rid))
+                        ):
+                            mine = event
+                        else:
+                            self._file(event)
                     if self._waiting:
                         cond.notify_all()
+                if mine is not None:
+                    return mine
         finally:
             cond.release()
 

@@ -1263,6 +1263,44 @@ cdef enum:
     _K_STATUS = 8
 
 
+# Short plain-ASCII strings (header names, and values such as "keep-alive") repeat from
+# one response to the next: a small direct-mapped cache hands out the str made last time
+# (its hash already computed, which also speeds up the dict insert). Entries are
+# verified byte for byte, so a collision only costs a fresh str. Bounded: 256 strs of at
+# most 48 characters, held for the life of the process.
+cdef enum:
+    _STR_CACHE_SIZE = 256
+    _STR_CACHE_MAX_LEN = 48
+cdef PyObject *_str_cache[_STR_CACHE_SIZE]
+
+
+cdef inline object _ascii_str(const uint8_t *p, Py_ssize_t n):
+    """A str of the n ASCII bytes at p, from the cache when the same text was seen."""
+    cdef Py_ssize_t k
+    cdef unsigned int h
+    cdef PyObject *hit
+    if n == 0 or n > _STR_CACHE_MAX_LEN:
+        s = PyUnicode_New(n, 127)
+        memcpy(PyUnicode_DATA(s), p, n)
+        return s
+    h = <unsigned int>n
+    for k in range(n):
+        h = h * 31u + p[k]
+    h = (h ^ (h >> 11)) & (_STR_CACHE_SIZE - 1)
+    hit = _str_cache[h]
+    if hit is not NULL and PyUnicode_GET_LENGTH(<object>hit) == n and memcmp(
+        PyUnicode_DATA(<object>hit), p, n
+    ) == 0:
+        return <object>hit
+    s = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(s), p, n)
+    Py_INCREF(s)
+    _str_cache[h] = <PyObject *>s
+    if hit is not NULL:
+        Py_DECREF(<object>hit)  # the cache's reference to the entry it replaces
+    return s
+
+
 cdef object _json_str(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *end):
     """The str of the JSON string starting after its quote at p[i], or None (fall back)."""
     cdef Py_ssize_t j = vf_find_special(p, i, n)
@@ -1272,9 +1310,7 @@ cdef object _json_str(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *
     cdef uint8_t *tmp
     if j < n and p[j] == c'"':  # plain ASCII, the usual header
         end[0] = j + 1
-        s = PyUnicode_New(j - i, 127)
-        memcpy(PyUnicode_DATA(s), p + i, j - i)
-        return s
+        return _ascii_str(p + i, j - i)
     if n - i + VF_UNESCAPE_SLACK <= 256:
         tmp = small
     else:

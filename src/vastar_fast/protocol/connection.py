@@ -19,6 +19,7 @@ from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple,
 from ..errors import ProtocolError
 from ..types import MAX_PAYLOAD_SIZE, ErrorClass, MessageType
 from . import codec
+from ._codec_py import ExecuteResponseFrame as ResponseReceived
 
 __all__ = [
     "EXT_HEADER",
@@ -55,14 +56,9 @@ _STREAM_CHUNK = int(MessageType.STREAM_CHUNK)
 _CANCEL_REQUEST = int(MessageType.CANCEL_REQUEST)
 
 
-class ResponseReceived(NamedTuple):
-    """The terminal ExecuteResponse of a request."""
-
-    request_id: int
-    error_class: int
-    error_message: Optional[str]
-    payload: bytes
-    duration_us: int
+# ResponseReceived: the terminal ExecuteResponse of a request: (request_id, error_class, error_message,
+# payload, duration_us). The decoded frame itself is the event (both codec twins build
+# this one NamedTuple class), so receiving a response allocates nothing more.
 
 
 class StreamStarted(NamedTuple):
@@ -118,8 +114,6 @@ class InvalidMessage(NamedTuple):
     message: str
     fatal: bool
 
-
-_new_response = tuple.__new__
 
 # Events are NamedTuples (cheap to make on the hot path); drivers dispatch on their type.
 Event = Union[
@@ -222,7 +216,7 @@ class ClientConnection:
             if mtype == _EXECUTE_RESPONSE:
                 r = codec.decode_execute_response(body)
                 self.outstanding.pop(r.request_id, None)
-                events.append(_new_response(ResponseReceived, r))
+                events.append(r)
             elif mtype == _STREAM_CHUNK:
                 c = codec.decode_stream_chunk(body)
                 if c.request_id in self.outstanding:
