@@ -250,6 +250,29 @@ def test_decoy_content_key_in_a_string(both: Tuple[ModuleType, ModuleType]) -> N
     _check(both, _stream([dup("a", "b"), dup("c", "d"), dup("e", "f"), dup("c", "d")]))
 
 
+def test_templates_that_keep_missing(both: Tuple[ModuleType, ModuleType]) -> None:
+    # every event has its own id: the pure twin stops trying templates after
+    # a few dozen misses and finishes with a plain split; results stay equal
+    uniq = [_ev(f"u{i}", head={**_HEAD, "id": f"id-{i}"}) for i in range(40)]
+    same = [_ev(t) for t in ("a", "b", "c", "\\", "😀")]
+    alternating = [_ev(f"v{i}", finish="stop" if i % 2 else None) for i in range(80)]
+    for tail in (
+        same,
+        ["data: [DONE]"],
+        [": c\ndata: " + _doc("multi"), "data:" + _doc("nospace")],
+    ):
+        for sep in ("\n\n", "\n\n\n", "\r\n\r\n"):
+            _check(both, sep.join([*uniq, *tail]) + "\n\n")
+            _check(both, sep.join([*alternating, *tail]))
+            _check(both, sep.join([*same, *uniq, *same, *tail]))
+    # a BOM only counts at the very start of the stream
+    for k in (31, 32, 33, 40):
+        stream = "\n\n".join([*uniq[:k], "\ufeff" + same[0], *uniq])
+        want = "".join(f"u{i}" for i in range(k)) + "".join(f"u{i}" for i in range(40))
+        for mod in both:
+            assert mod.parse_stream(stream) == want
+
+
 def test_separators_around_template_events(both: Tuple[ModuleType, ModuleType]) -> None:
     a, b, c = _ev("a"), _ev("b"), _ev("c")
     for sep in ("\n\n", "\n\n\n", "\n\n\n\n", "\n\n\r\n", "\r\n\r\n", "\n\n: c\n\n"):

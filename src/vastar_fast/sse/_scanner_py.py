@@ -297,10 +297,17 @@ def _learn(piece: str, c: str) -> Optional[Tuple[str, str]]:
     return piece[: j + 1], piece[e - 1 :]
 
 
-def _stream_contents(data: str) -> List[str]:
-    """The non-empty str contents of a stream, in order.
+# _template_walk stops once this many str-content pieces did not fit the
+# template and they outnumber the ones that did
+_GIVE_UP = 32
+
+
+def _template_walk(data: str, out: List[str]) -> int:
+    """Append the non-empty str contents of a stream to ``out``, in order.
 
     The stream is cut on "\\n\\n" as ``str.split`` would, one piece at a time.
+    Returns where it stopped: past the end, or the start of a piece when the
+    template kept missing (the caller then finishes with :func:`_split_walk`).
 
     Event template: consecutive OpenAI chunks differ only in the content
     string.  After a single-line ``data: `` piece gave str content, its text
@@ -322,8 +329,8 @@ def _stream_contents(data: str) -> List[str]:
     become the new template.  ``tp``, ``ts`` and a valid body hold no line
     end, so such a piece is one line and ends at the next "\\n\\n".
     """
-    out: List[str] = []
     append = out.append
+    scan = _scan_once
     scanstring = _scanstring
     startswith = data.startswith
     find = data.find
@@ -333,6 +340,10 @@ def _stream_contents(data: str) -> List[str]:
     lp = ls = 0  # their lengths; lp == 0: no template
     t_content = ""  # the template's own content
     proven = False
+    # pieces that did (not) fit; learning costs a search and trying a
+    # template costs a scan, so a stream where templates keep missing is
+    # finished by _split_walk
+    hits = misses = 0
     while pos <= n:
         if lp and startswith(tp, pos):
             try:
@@ -345,6 +356,7 @@ def _stream_contents(data: str) -> List[str]:
                     if proven:
                         if tc:
                             append(tc)
+                        hits += 1
                         pos = end + 2
                         continue
                     # full parse; its result may prove the template
@@ -361,10 +373,21 @@ def _stream_contents(data: str) -> List[str]:
             b = n
         piece = data[pos:b]
         if piece.startswith("data: ") and "\n" not in piece and "\r" not in piece:
-            c = _hot_content(piece)
+            # hot path: one "data: " line, spec and released rule coincide
+            # (as _hot_content, inlined)
+            try:
+                obj, end = scan(piece, 6)
+                if end != len(piece):
+                    raise ValueError
+                c = obj["choices"][0]["delta"].get("content")
+            except Exception:
+                c = _json_content(piece[6:])
             if c.__class__ is str:
                 if c:
                     append(c)
+                misses += 1
+                if misses >= _GIVE_UP and misses > hits:
+                    return b + 2
                 t = _learn(piece, c)
                 if t is not None:
                     tp, ts = t
@@ -376,6 +399,47 @@ def _stream_contents(data: str) -> List[str]:
                 if c and c.__class__ is str:
                     append(c)
         pos = b + 2
+    return pos
+
+
+def _split_walk(data: str, pos: int, out: List[str]) -> None:
+    """Append the non-empty str contents of ``data[pos:]`` (a piece start)."""
+    append = out.append
+    scan = _scan_once
+    if pos:
+        data = data[pos:]
+    pieces = data.split("\n\n")
+    # Every "\n" sits in a separator and there is no CR or BOM: each piece is
+    # then at most one line, so the per-piece line checks can be skipped.
+    simple = (
+        "\r" not in data and not data.startswith(_BOM) and data.count("\n") == 2 * (len(pieces) - 1)
+    )
+    first = pos == 0
+    for piece in pieces:
+        if piece.startswith("data: ") and (simple or ("\n" not in piece and "\r" not in piece)):
+            # hot path (as _hot_content, inlined)
+            try:
+                obj, end = scan(piece, 6)
+                if end != len(piece):
+                    raise ValueError
+                c = obj["choices"][0]["delta"].get("content")
+            except Exception:
+                c = _json_content(piece[6:])
+            if c and c.__class__ is str:
+                append(c)
+        elif piece:
+            for c in _piece_contents(piece, first):
+                if c and c.__class__ is str:
+                    append(c)
+        first = False
+
+
+def _stream_contents(data: str) -> List[str]:
+    """The non-empty str contents of a stream, in order."""
+    out: List[str] = []
+    pos = _template_walk(data, out)
+    if pos <= len(data):
+        _split_walk(data, pos, out)
     return out
 
 
