@@ -71,6 +71,9 @@ __all__ = [
 
 cdef enum:
     STACK_CHARS = 512
+    # templates are given up once this many string-content events did not
+    # fit and they outnumber the ones that did (both twins use 32)
+    _TEMPLATE_GIVE_UP = 32
 
 cdef object _loads = json.loads
 cdef str _DONE = "[DONE]"
@@ -444,13 +447,17 @@ cdef int _scan_stream(str data, _Sink sink) except -1:
     cdef Py_ssize_t a = 0, b
     cdef _DataBuf acc = _DataBuf()
     cdef sse_tmpl tm
+    cdef sse_tmpl *learn = &tm
     cdef sse_span sp
+    cdef Py_ssize_t hits = 0, misses = 0
     tm.lp = 0
+    tm.tp = -1
     while True:
         if tm.lp:
             # same event as the last one but for the content string?
             b = sse_tmpl_match(kind, buf, a, n, &tm, &sp)
             if b >= 0:
+                hits += 1
                 sink.put_span(kind, buf, &sp, False)
                 if b >= n:
                     break
@@ -458,7 +465,14 @@ cdef int _scan_stream(str data, _Sink sink) except -1:
                 continue
         b = sse_find_lflf(kind, buf, a, n)
         if b > a:
-            _scan_piece(kind, buf, a, b, a == 0, acc, sink, &tm)
+            _scan_piece(kind, buf, a, b, a == 0, acc, sink, learn)
+            if learn != NULL and tm.tp == a:
+                # this piece had string content but did not fit: once such
+                # pieces are many and outnumber the fitting ones, stop trying
+                misses += 1
+                if misses >= _TEMPLATE_GIVE_UP and misses > hits:
+                    learn = NULL
+                    tm.lp = 0
         if b >= n:
             break
         a = b + 2
@@ -616,6 +630,9 @@ cdef class SSEDecoder:
     cdef Py_ssize_t _tlp
     cdef Py_ssize_t _tls
     cdef Py_ssize_t _tplcap
+    cdef Py_ssize_t _thits
+    cdef Py_ssize_t _tmisses
+    cdef bint _tgave_up
 
     def __cinit__(self):
         self._tail = NULL
@@ -634,6 +651,9 @@ cdef class SSEDecoder:
         self._tlp = 0
         self._tls = 0
         self._tplcap = 0
+        self._thits = 0
+        self._tmisses = 0
+        self._tgave_up = False
 
     def __dealloc__(self):
         if self._tail != NULL:
@@ -702,9 +722,15 @@ cdef class SSEDecoder:
                                             <const Py_UCS1 *>(self._tpl + self._tlp),
                                             self._tls, &sp):
             st = SSE_J_STR
+            self._thits += 1
         else:
             st = sse_json_delta(1, acc.buf, 0, acc.length, &sp)
-            if st == SSE_J_STR and acc.length <= _MAX_TEMPLATE:
+            if st == SSE_J_STR and not self._tgave_up:
+                self._tmisses += 1
+                if self._tmisses >= _TEMPLATE_GIVE_UP and self._tmisses > self._thits:
+                    self._tgave_up = True
+                    self._tlp = 0
+            if st == SSE_J_STR and not self._tgave_up and acc.length <= _MAX_TEMPLATE:
                 # learn this document as the template for the next ones
                 need = sp.start + (acc.length - sp.end)
                 if need > self._tplcap:
