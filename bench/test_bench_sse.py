@@ -81,6 +81,12 @@ def build_stream(target: int = 1_000_000, seed: int = 20240901, emoji: bool = Fa
 
 STREAM = build_stream()
 STREAM_EMOJI = build_stream(emoji=True)
+# The same events, each with its own id: no two consecutive events share a
+# template, so this measures the full scanners (and what trying costs).
+STREAM_UNIQUE_IDS = "\n\n".join(
+    piece.replace("chatcmpl-A1b2C3d4E5f6G7h8I9j0K1l2M3n4O", f"chatcmpl-{i:031d}")
+    for i, piece in enumerate(STREAM.split("\n\n"))
+)
 RAW = STREAM.encode()
 EXPECTED = released_sse.parse_stream(STREAM)
 
@@ -121,6 +127,18 @@ def test_parse_stream_emoji(benchmark: Any, impl: str) -> None:
     benchmark.extra_info["bytes"] = len(STREAM_EMOJI.encode())
     out = benchmark.pedantic(f, setup=_fresh(STREAM_EMOJI), rounds=30 if impl == "compiled" else 10)
     assert out == released_sse.parse_stream(STREAM_EMOJI)
+
+
+@pytest.mark.benchmark(group="sse_parse_stream_1MB_unique_ids")
+@pytest.mark.parametrize("impl", ["compiled", "pure", "released"])
+def test_parse_stream_unique_ids(benchmark: Any, impl: str) -> None:
+    """Same, but no event is a template for the next (the id changes)."""
+    f = released_sse.parse_stream if impl == "released" else _twin(impl).parse_stream
+    benchmark.extra_info["bytes"] = len(STREAM_UNIQUE_IDS.encode())
+    out = benchmark.pedantic(
+        f, setup=_fresh(STREAM_UNIQUE_IDS), rounds=30 if impl == "compiled" else 10
+    )
+    assert out == EXPECTED
 
 
 def _feed_all(mod: Any, raw: bytes, size: int) -> str:

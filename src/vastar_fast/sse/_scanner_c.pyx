@@ -9,7 +9,12 @@ character, never re-encoded), bytes are scanned as UTF-8 in place, line ends
 are found with ``memchr``, and the delta content is located by a validating
 JSON scanner written in C (``csrc/sse_scan.h``) instead of building the whole
 chunk object with ``json.loads``.  Content text is copied once, straight into
-the result.  Whenever the answer depends on more than syntax (duplicate or
+the result.  Consecutive events that differ only in the content string
+(OpenAI chunks do) are matched against the last fully scanned event as a
+template: ``memcmp`` of the text before and after the content string, which
+is scanned and validated with the full scanner's own string routine, so the
+result is provably the full scanner's (``sse_tmpl_match``); any difference
+goes the full way and becomes the new template.  Whenever the answer depends on more than syntax (duplicate or
 escaped keys on the path, non-string content, huge ints, deep nesting) the
 scanner defers to ``json.loads`` so results stay identical to the pure twin.
 See ``_scanner_py`` for the semantics.
