@@ -40,8 +40,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "src"
-if str(SRC) not in sys.path:
+try:  # an installed vastar_fast (CI: the built wheel) wins; else the checkout's src/
+    import vastar_fast as _vf
+
+    SRC = Path(_vf.__file__).resolve().parents[1]
+except ImportError:
+    SRC = HERE.parent / "src"
     sys.path.insert(0, str(SRC))
 
 from vastar_fast.client.sync import RuntimeClient  # noqa: E402
