@@ -372,7 +372,7 @@ class HTTPStream(StreamState):
         try:
             event = client._next_event(request_id, deadline)
         except ConnectorException:
-            client._mail.pop(request_id, None)
+            self._end()
             raise
         self._head(event)  # a buffered answer (released runtime) or an error finishes here
 
@@ -412,9 +412,8 @@ class HTTPStream(StreamState):
 
     def close(self) -> None:
         """Stop reading; an unfinished request is cancelled at the runtime."""
-        if not self._finished:
-            self._finished = True
-            client = self._client
-            with client._cond:
+        client = self._client
+        with client._cond:
+            if self._end():
                 client._give_up(self.request_id)
         self._pending.clear()

@@ -19,6 +19,10 @@ from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple,
 from ..errors import ProtocolError
 from ..types import MAX_PAYLOAD_SIZE, ErrorClass, MessageType
 from . import codec
+
+# ResponseReceived, the terminal ExecuteResponse of a request (request_id, error_class,
+# error_message, payload, duration_us), is the decoded frame itself: both codec twins
+# build this one NamedTuple class, so receiving a response allocates nothing more.
 from ._codec_py import ExecuteResponseFrame as ResponseReceived
 
 __all__ = [
@@ -54,11 +58,6 @@ _CREDIT_UPDATE = int(MessageType.CREDIT_UPDATE)
 _STREAM_START = int(MessageType.STREAM_START)
 _STREAM_CHUNK = int(MessageType.STREAM_CHUNK)
 _CANCEL_REQUEST = int(MessageType.CANCEL_REQUEST)
-
-
-# ResponseReceived: the terminal ExecuteResponse of a request: (request_id, error_class, error_message,
-# payload, duration_us). The decoded frame itself is the event (both codec twins build
-# this one NamedTuple class), so receiving a response allocates nothing more.
 
 
 class StreamStarted(NamedTuple):
