@@ -1,41 +1,16 @@
-"""The released SDK's SSEParser, re-implemented from its documented algorithm.
+"""The released SDK's SSEParser, re-implemented from its documented algorithm in
+bench/released_sse.py (one copy serves the benchmarks and the tests).
 
 Test oracle only: ours must return the same wherever this returns content.
 """
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
+import support  # noqa: F401  (puts bench/ on sys.path)
+from released_sse import parse_chunk, parse_stream, parse_stream_generator
 
-def parse_chunk(chunk: str) -> Any:
-    data = chunk[6:]
-    if data.strip() == "[DONE]":
-        return None
-    try:
-        delta = json.loads(data)["choices"][0]["delta"]
-        if "content" in delta:
-            return delta["content"]
-        return None
-    except Exception:
-        return None
-
-
-def parse_stream(data: str) -> str:
-    out = ""
-    for piece in data.split("\n\n"):
-        if piece.startswith("data: "):
-            c = parse_chunk(piece)
-            if c:
-                out += c
-    return out
-
-
-def parse_stream_generator(data: str) -> Iterator[Any]:
-    for piece in data.split("\n\n"):
-        if piece.startswith("data: "):
-            c = parse_chunk(piece)
-            if c:
-                yield c
+__all__ = ["json_content", "parse_chunk", "parse_stream", "parse_stream_generator"]
 
 
 def json_content(text: str) -> Any:
