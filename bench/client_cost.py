@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import struct
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import canned_runtime  # noqa: E402
 from released_client import ReleasedStyleClient, encode_request  # noqa: E402
 from vastar_fast import ACCELERATED, HTTPRequest, RuntimeClient, RuntimeConfig  # noqa: E402
 
@@ -41,29 +39,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="vastar-cost-")
-    path = os.path.join(tmp, "rt.sock")
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "canned_runtime.py"), path])
-    try:
-        while not os.path.exists(path + ".ready"):
-            time.sleep(0.02)
-        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-            os.sched_setaffinity(proc.pid, {1})
-            os.sched_setaffinity(0, {0})
-        import socket
-
-        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        raw.connect(path)
+    with canned_runtime.running() as path:
         frame = encode_request(1, "openai-connector", "default", "GET", URL, {}, b"")
-        buf = bytearray(65536)
-        view = memoryview(buf)
-
-        def raw_once() -> int:
-            raw.sendall(frame)
-            got = raw.recv_into(buf)
-            while got < 4 or got < 4 + struct.unpack_from(">I", buf)[0]:
-                got += raw.recv_into(view[got:])
-            return got
+        raw, raw_once = canned_runtime.raw_client(path, frame)
 
         ours = RuntimeClient(
             RuntimeConfig(tenant_id="openai-connector", workspace_id="default", socket_path=path)
@@ -92,12 +70,6 @@ def main() -> None:
         ours.close()
         released.close()
         raw.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        for name in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, name))
-        os.rmdir(tmp)
 
 
 if __name__ == "__main__":

@@ -6,71 +6,28 @@ median minus raw's.
 
 from __future__ import annotations
 
-import os
-import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import time
+from typing import Iterator
 
 import pytest
 
+import canned_runtime
 from released_client import ReleasedStyleClient, encode_request
 from vastar_fast import HTTPRequest, RuntimeClient, RuntimeConfig
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 URL = "http://127.0.0.1:8088/small"
 
 
-def pin(pid: int, cpu: int) -> None:
-    """Client and runtime on separate cores (Linux, 2+ cores) to cut scheduler noise."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        try:
-            os.sched_setaffinity(pid, {cpu})
-        except OSError:
-            pass
-
-
 @pytest.fixture(scope="module")
-def runtime_socket():
-    tmp = tempfile.mkdtemp(prefix="vastar-bench-")
-    path = os.path.join(tmp, "rt.sock")
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "canned_runtime.py"), path])
-    pin(proc.pid, 1)
-    pin(0, 0)
-    try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(path + ".ready"):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("canned runtime did not start")
-            time.sleep(0.02)
+def runtime_socket() -> Iterator[str]:
+    with canned_runtime.running() as path:
         yield path
-    finally:
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, range(os.cpu_count() or 1))
-        proc.terminate()
-        proc.wait(10)
-        for name in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, name))
-        os.rmdir(tmp)
 
 
 def _round_trip_raw(benchmark, runtime_socket) -> None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(runtime_socket)
     frame = encode_request(1, "openai-connector", "default", "GET", URL, {}, b"")
-    buf = bytearray(65536)
-    view = memoryview(buf)
-
-    def once() -> int:
-        # the least a client can do: one send, then receive until the frame is complete
-        sock.sendall(frame)
-        got = sock.recv_into(buf)
-        while got < 4 or got < 4 + struct.unpack_from(">I", buf)[0]:
-            got += sock.recv_into(view[got:])
-        return got
-
+    sock, once = canned_runtime.raw_client(runtime_socket, frame)
     assert benchmark(once) > 100
     sock.close()
 
