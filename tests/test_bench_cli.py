@@ -42,3 +42,17 @@ def test_own_cost_rows_subtract_the_raw_floor() -> None:
         ["cost", "own", "cost", "released", "30.00", "us", "1.000x"],
         ["cost", "own", "cost", "vastar_fast", "3.00", "us", "0.100x"],
     ]
+
+
+def test_no_own_cost_when_a_client_beats_the_raw_floor() -> None:
+    rows = ratio_table(
+        {
+            "benchmarks": [
+                _bench("test_rt[raw]", "rt", 50e-6),
+                _bench("test_rt[vastar_fast]", "rt", 42e-6),
+                _bench("test_rt[released]", "rt", 100e-6),
+            ]
+        }
+    )
+    own = [r for r in rows if "own cost" in r]
+    assert len(own) == 1 and "n/a" in own[0]
