@@ -1,0 +1,594 @@
+"""Side by side with the released Vastar stack: ``python bench/stack_bench.py``.
+
+Starts one loopback nginx upstream (``/small``: 13 bytes of text/plain; ``/sse35k``: a
+35 KB OpenAI chat-completion event stream served as text/event-stream), the released
+runtime binary and ``vastar runtime``, each on its own Unix socket, and measures in one
+run, alternating the contenders (A B, then B A, ...), each client in its own process:
+
+``runtime``  the same client (vastar_fast) against each runtime: sequential 13 B GETs
+             (req/s, median and p99 latency, CPU microseconds per request of the daemon
+             process tree and of the client) and N client processes (req/s, daemon CPU).
+``stack``    the released SDK on the released runtime against vastar_fast on vastar
+             runtime: sequential 13 B GETs, sequential 35 KB SSE GETs, N client
+             processes of 13 B GETs.
+``client``   each client's own CPU cost per round trip through the released runtime:
+             CPU time of the client process per request minus that of a raw loop that
+             sends a pre-encoded frame and reads the answer's bytes (13 B and 35 KB SSE).
+
+The released paths come from ``--released-runtime`` / ``--released-sdk`` or the
+environment variables ``VASTAR_RELEASED_RUNTIME`` / ``VASTAR_RELEASED_SDK`` (the
+directory holding the ``vastar_connector_sdk`` package; it needs numpy and flatbuffers).
+Without them only our own figures are printed. Everything started is stopped again.
+
+Why these measures: on a small shared machine wall-clock differences between two
+clients swing several-fold from run to run; CPU time per request and throughput ratios
+of alternated runs are the stable figures. Ratios are medians over ``--runs`` rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+HERE = Path(__file__).resolve().parent
+try:  # an installed vastar_fast (CI: the built wheel) wins; else the checkout's src/
+    import vastar_fast as _vf
+
+    SRC = Path(_vf.__file__).resolve().parents[1]
+except ImportError:  # pragma: no cover - run from a bare checkout
+    SRC = HERE.parent / "src"
+    sys.path.insert(0, str(SRC))
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+SMALL = b"hello, world!"
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def sse_body(target: int = 35_000) -> bytes:
+    """A realistic OpenAI chat.completion.chunk stream of about ``target`` bytes."""
+    words = ["Hello", " there", "!", " A", " FlatBuffers", " vtable", " maps", " field",
+             " slots", " to", " offsets", ",", " so", " reads", " are", " O(1)", "."]  # fmt: skip
+    out: List[str] = []
+    size = i = 0
+    while size < target:
+        chunk = {
+            "id": "chatcmpl-8x1",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": "gpt-3.5-turbo-0613",
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": {"content": words[i % len(words)]},
+                         "logprobs": None, "finish_reason": None}],
+        }  # fmt: skip
+        event = "data: " + json.dumps(chunk) + "\n\n"
+        out.append(event)
+        size += len(event)
+        i += 1
+    out.append("data: [DONE]\n\n")
+    return "".join(out).encode()
+
+
+# ---------------------------------------------------------------- services
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(extra_path: Sequence[str] = ()) -> Dict[str, str]:
+    env = dict(os.environ)
+    for key in ("VASTAR_SOCKET_PATH", "VASTAR_USE_TCP", "VASTAR_TCP_PORT", "VASTAR_TCP_HOST"):
+        env.pop(key, None)
+    parts = [*extra_path, str(SRC), *filter(None, [env.get("PYTHONPATH")])]
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    return env
+
+
+def tree_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of ``pid`` and every live descendant (Linux /proc)."""
+    children: Dict[int, List[int]] = {}
+    stats: Dict[int, Tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        p = int(entry)
+        children.setdefault(int(fields[1]), []).append(p)
+        stats[p] = (int(fields[11]), int(fields[12]))
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        u, s = stats.get(p, (0, 0))
+        total += u + s
+        todo.extend(children.get(p, ()))
+    return total / CLK_TCK
+
+
+class Nginx:
+    """A throwaway nginx on a free loopback port serving /small and /sse35k."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        www = tmp / "www"
+        www.mkdir(parents=True)
+        (www / "small").write_bytes(SMALL)
+        (www / "sse35k").write_bytes(sse_body())
+        for p in (tmp, www):
+            os.chmod(p, 0o755)  # nginx workers may run as another user
+        for f in ("small", "sse35k"):
+            os.chmod(www / f, 0o644)
+        conf = tmp / "nginx.conf"
+        conf.write_text(
+            f"""
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {www};
+        location = /sse35k {{ default_type text/event-stream; }}
+    }}
+}}
+"""
+        )
+        self.proc = subprocess.Popen(
+            [NGINX, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("nginx did not start: " + (tmp / "error.log").read_text("replace"))
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class RuntimeProcess:
+    """A runtime daemon on its own socket: ours (``python -m vastar_fast.runtime``) or
+    the released binary. ``cpu_s()`` is the CPU time of its whole process tree."""
+
+    def __init__(self, name: str, tmp: Path, binary: Optional[str], extra: Sequence[str]) -> None:
+        self.name = name
+        self.socket_path = str(tmp / f"{name}.sock")
+        self.log_path = tmp / f"{name}.log"
+        log = open(self.log_path, "wb")
+        if binary is not None and "{socket}" in binary:  # a candidate's command line
+            ready = None
+            args = [a.replace("{socket}", self.socket_path) for a in binary.split()]
+            env = child_env()
+        elif binary is None:
+            ready = tmp / f"{name}.ready"
+            args = [sys.executable, "-m", "vastar_fast.runtime", "--socket", self.socket_path,
+                    "--ready-file", str(ready), "--log-level", "WARNING", *extra]  # fmt: skip
+            env = child_env()
+        else:
+            ready = None
+            args = [binary, *extra]
+            env = child_env()
+            env["VASTAR_SOCKET_PATH"] = self.socket_path
+        # The released runtime logs three INFO lines per request to stdout: discard them.
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        log.close()
+        end = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise RuntimeError(f"{name} runtime did not start; see {self.log_path}: "
+                                   + self.log_path.read_text("replace")[-2000:])  # fmt: skip
+            if (ready is None or ready.exists()) and self._connectable():
+                return
+            time.sleep(0.02)
+
+    def _connectable(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(self.socket_path)
+                return True
+            except OSError:
+                return False
+
+    def cpu_s(self) -> float:
+        return tree_cpu_s(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+# ---------------------------------------------------------------- client processes
+def _client_factory(kind: str, socket_path: str) -> Tuple[Callable[[str], Any], Callable[[], None]]:
+    """(one request to a URL, close) for a client kind, in this (worker) process."""
+    if kind == "raw":
+        from vastar_fast.protocol import codec
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(socket_path)
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        frames: Dict[str, bytes] = {}
+        unpack = struct.unpack_from
+
+        def raw(url: str) -> int:
+            frame = frames.get(url)
+            if frame is None:
+                frame = frames[url] = codec.encode_http_request_frame(
+                    1, "default", "", None, int(time.time() * 1000) + 3_600_000,
+                    "GET", url, None, None, None,
+                )  # fmt: skip
+            sock.sendall(frame)
+            got = sock.recv_into(buf)
+            while got < 4 or got < 4 + unpack(">I", buf)[0]:
+                got += sock.recv_into(view[got:])
+            return got
+
+        return raw, sock.close
+    if kind == "released":
+        from vastar_connector_sdk import HTTPRequest as RReq  # type: ignore[import-not-found]
+        from vastar_connector_sdk import RuntimeClient as RClient
+        from vastar_connector_sdk import RuntimeConfig as RConf
+
+        rclient = RClient(RConf(socket_path=socket_path))
+        rclient.connect()
+        rreqs: Dict[str, Any] = {}
+
+        def released(url: str) -> Any:
+            req = rreqs.get(url)
+            if req is None:
+                req = rreqs[url] = RReq(method="GET", url=url)
+            return rclient.execute_http(req)
+
+        return released, rclient.close
+    from vastar_fast import HTTPRequest, RuntimeClient, RuntimeConfig
+
+    client = RuntimeClient(RuntimeConfig(socket_path=socket_path))
+    client.connect()
+    reqs: Dict[str, Any] = {}
+
+    def ours(url: str) -> Any:
+        req = reqs.get(url)
+        if req is None:
+            req = reqs[url] = HTTPRequest(method="GET", url=url)
+        return client.execute_http(req)
+
+    return ours, client.close
+
+
+def worker_main(argv: List[str]) -> int:
+    """``--worker KIND SOCKET URL N SECONDS``: warm up, print "ready", wait for a line on
+    stdin, run N requests (or for SECONDS when N is 0), print one JSON result line."""
+    kind, socket_path, url, n, seconds = argv[0], argv[1], argv[2], int(argv[3]), float(argv[4])
+    out = sys.stdout
+    sys.stdout = open(os.devnull, "w")  # the released SDK prints on connect and close
+    once, close = _client_factory(kind, socket_path)
+    expect = SMALL if url.endswith("/small") else None
+    for _ in range(200):
+        r = once(url)
+        if expect is not None and kind != "raw" and r.body != expect:
+            raise SystemExit(f"{kind}: unexpected body {r.body[:80]!r}")
+    out.write("ready\n")
+    out.flush()
+    sys.stdin.readline()
+    perf = time.perf_counter
+    lat: List[float] = []
+    cpu0 = time.process_time()
+    t_start = perf()
+    count = 0
+    if n:
+        for _ in range(n):
+            t0 = perf()
+            once(url)
+            lat.append(perf() - t0)
+        count = n
+    else:
+        end = t_start + seconds
+        while True:
+            t0 = perf()
+            once(url)
+            t1 = perf()
+            lat.append(t1 - t0)
+            count += 1
+            if t1 >= end:
+                break
+    wall = perf() - t_start
+    cpu = time.process_time() - cpu0
+    close()
+    lat.sort()
+    result = {
+        "count": count,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "median_us": lat[len(lat) // 2] * 1e6,
+        "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6,
+    }
+    out.write(json.dumps(result) + "\n")
+    out.flush()
+    return 0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.released_sdk = args.released_sdk
+
+    def run_clients(
+        self, kind: str, rt: RuntimeProcess, url: str, procs: int, n: int, seconds: float
+    ) -> Dict[str, Any]:
+        extra = [self.released_sdk] if kind == "released" and self.released_sdk else []
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--worker",
+                    kind,
+                    rt.socket_path,
+                    url,
+                    str(n),
+                    str(seconds),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=child_env(extra),
+            )
+            for _ in range(procs)
+        ]
+        try:
+            for child in children:
+                assert child.stdout is not None
+                line = child.stdout.readline()
+                if line.strip() != b"ready":
+                    raise RuntimeError(f"{kind} client did not start: {line!r}")
+            cpu0 = rt.cpu_s()
+            t0 = time.perf_counter()
+            for child in children:
+                assert child.stdin is not None
+                child.stdin.write(b"go\n")
+                child.stdin.flush()
+            results = []
+            for child in children:
+                assert child.stdout is not None
+                results.append(json.loads(child.stdout.readline()))
+            wall = time.perf_counter() - t0
+            daemon_cpu = rt.cpu_s() - cpu0
+        finally:
+            for child in children:
+                try:
+                    child.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.communicate()
+        total = sum(r["count"] for r in results)
+        # Throughput: each process's own count over its own duration, summed.
+        req_s = sum(r["count"] / r["wall_s"] for r in results) if procs > 1 else total / wall
+        return {
+            "req_per_s": req_s,
+            "median_us": statistics.median(r["median_us"] for r in results),
+            "p99_us": max(r["p99_us"] for r in results),
+            "daemon_cpu_us": daemon_cpu / total * 1e6,
+            "client_cpu_us": sum(r["cpu_s"] for r in results) / total * 1e6,
+        }
+
+
+def _alternate(pair: Sequence[Any], i: int) -> Sequence[Any]:
+    return pair if i % 2 == 0 else list(reversed(pair))
+
+
+def _median_of(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
+    keys = samples[0].keys()
+    return {k: statistics.median(s[k] for s in samples) for k in keys}
+
+
+def fmt(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}"
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="vastar-stack-bench-"))
+    os.chmod(tmp, 0o755)
+    bench = Bench(args, tmp)
+    released_rt = args.released_runtime
+    ours_extra = ["--workers", str(args.workers)] if args.workers else []
+    nginx = ours = rel = None
+    extra_services: List[RuntimeProcess] = []
+    out: Dict[str, Any] = {"runs": args.runs, "sections": {}}
+    try:
+        nginx = Nginx(tmp / "nginx")
+        ours = RuntimeProcess("vastar", tmp, None, ours_extra)
+        if released_rt:
+            rel = RuntimeProcess("released", tmp, released_rt, [])
+        candidates = []
+        for spec in args.candidate:  # diagnostics: other daemons beside ours and released
+            label, _, cmd = spec.partition("=")
+            candidates.append((label, RuntimeProcess(label, tmp, cmd, [])))
+            extra_services.append(candidates[-1][1])
+        small, sse = nginx.url("small"), nginx.url("sse35k")
+        sections = args.sections
+        # Each case: name -> [(label, kind, runtime, url, procs)]
+        cases: Dict[str, List[Tuple[str, str, RuntimeProcess, str, int]]] = {}
+        if "runtime" in sections:
+            rts = [("vastar runtime", ours), *candidates]
+            rts += [("released runtime", rel)] if rel else []
+            cases["runtime: sequential 13 B GET, client vastar_fast"] = [
+                (label, "vastar_fast", rt, small, 1) for label, rt in rts
+            ]
+            cases[f"runtime: {args.procs} client processes, 13 B GET, client vastar_fast"] = [
+                (label, "vastar_fast", rt, small, args.procs) for label, rt in rts
+            ]
+        if "stack" in sections:
+            stacks = [("vastar_fast + vastar runtime", "vastar_fast", ours)]
+            if rel and bench.released_sdk:
+                stacks.append(("released SDK + released runtime", "released", rel))
+            for what, url, procs in (("sequential 13 B GET", small, 1),
+                                     ("sequential 35 KB SSE GET", sse, 1),
+                                     (f"{args.procs} client processes, 13 B GET", small,
+                                      args.procs)):  # fmt: skip
+                cases[f"stack: {what}"] = [(lab, k, rt, url, procs) for lab, k, rt in stacks]
+        if "client" in sections and rel:
+            kinds = ["raw", "vastar_fast"] + (["released"] if bench.released_sdk else [])
+            for what, url in (("13 B", small), ("35 KB SSE", sse)):
+                cases[f"client own cost via released runtime: {what}"] = [
+                    (k, k, rel, url, 1) for k in kinds
+                ]
+        for name, contenders in cases.items():
+            samples: Dict[str, List[Dict[str, Any]]] = {c[0]: [] for c in contenders}
+            for i in range(args.runs):
+                for label, kind, rt, url, procs in _alternate(contenders, i):
+                    n = 0 if procs > 1 else args.n
+                    samples[label].append(bench.run_clients(kind, rt, url, procs, n, args.seconds))
+                if args.progress:
+                    print(f"  {name}: round {i + 1}/{args.runs}", file=sys.stderr, flush=True)
+            med = {label: _median_of(s) for label, s in samples.items()}
+            section: Dict[str, Any] = {"median": med, "samples": samples}
+            labels = [c[0] for c in contenders]
+            if name.startswith("client"):
+                raw = med["raw"]["client_cpu_us"]
+                own = {k: med[k]["client_cpu_us"] - raw for k in labels if k != "raw"}
+                section["own_cost_us"] = own
+                per_run = [
+                    (samples["vastar_fast"][j]["client_cpu_us"] - samples["raw"][j]["client_cpu_us"])
+                    / (samples["released"][j]["client_cpu_us"] - samples["raw"][j]["client_cpu_us"])
+                    for j in range(args.runs)
+                ] if "released" in own else []  # fmt: skip
+                if per_run:
+                    section["own_cost_ratio_per_run"] = per_run
+                    section["own_cost_ratio"] = own["vastar_fast"] / own["released"]
+            elif len(labels) >= 2:
+                # Every contender against the last one (the released stack when present).
+                base = labels[-1]
+                section["ratio_base"] = base
+                section["ratio_req_per_s_per_run"] = {}
+                section["ratio_req_per_s"] = {}
+                for a in labels[:-1]:
+                    per_run = [
+                        samples[a][j]["req_per_s"] / samples[base][j]["req_per_s"]
+                        for j in range(args.runs)
+                    ]
+                    section["ratio_req_per_s_per_run"][a] = per_run
+                    section["ratio_req_per_s"][a] = statistics.median(per_run)
+            out["sections"][name] = section
+    finally:
+        for svc in (ours, rel, *extra_services, nginx):
+            if svc is not None:
+                svc.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def print_table(out: Dict[str, Any]) -> None:
+    for name, section in out["sections"].items():
+        print(f"\n{name}  (medians of {out['runs']} alternated runs)")
+        print(f"  {'contender':<34}{'req/s':>9}{'median us':>11}{'p99 us':>9}"
+              f"{'daemon CPU us':>15}{'client CPU us':>15}")  # fmt: skip
+        for label, m in section["median"].items():
+            print(f"  {label:<34}{fmt(m['req_per_s']):>9}{fmt(m['median_us']):>11}"
+                  f"{fmt(m['p99_us']):>9}{fmt(m['daemon_cpu_us']):>15}"
+                  f"{fmt(m['client_cpu_us']):>15}")  # fmt: skip
+        for label, ratio in section.get("ratio_req_per_s", {}).items():
+            runs = ", ".join(f"{r:.2f}" for r in section["ratio_req_per_s_per_run"][label])
+            print(f"  req/s {label} / {section['ratio_base']}: {ratio:.2f}x  [{runs}]")
+        if "own_cost_us" in section:
+            own = ", ".join(f"{k} {v:.1f} us" for k, v in section["own_cost_us"].items())
+            print(f"  own cost (client CPU minus raw): {own}")
+        if "own_cost_ratio" in section:
+            runs = ", ".join(f"{r:.3f}" for r in section["own_cost_ratio_per_run"])
+            print(f"  own cost vastar_fast / released: {section['own_cost_ratio']:.3f}x  [{runs}]")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--worker":
+        return worker_main(argv[1:])
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--released-runtime", default=os.environ.get("VASTAR_RELEASED_RUNTIME"),
+                   help="the released runtime binary ($VASTAR_RELEASED_RUNTIME)")  # fmt: skip
+    p.add_argument("--released-sdk", default=os.environ.get("VASTAR_RELEASED_SDK"),
+                   help="directory holding the released vastar_connector_sdk package "
+                   "($VASTAR_RELEASED_SDK)")  # fmt: skip
+    p.add_argument("--sections", default="runtime,stack,client",
+                   help="comma-separated: runtime, stack, client")  # fmt: skip
+    p.add_argument("--runs", type=int, default=3, help="alternated rounds per case")
+    p.add_argument("--n", type=int, default=4000, help="requests per sequential run")
+    p.add_argument("--procs", type=int, default=8, help="client processes for throughput")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds per throughput run")
+    p.add_argument("--workers", type=int, default=0, help="pass --workers N to vastar runtime")
+    p.add_argument("--candidate", metavar="LABEL=CMD", action="append", default=[],
+                   help="diagnostics: also measure the daemon CMD ({socket} is replaced by its "
+                   "socket path); repeatable; never a claim")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="small counts (CI smoke run)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress lines")
+    args = p.parse_args(argv)
+    args.sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    if args.quick:
+        args.runs, args.n, args.seconds = 1, 300, 1.0
+    for path, what in ((args.released_runtime, "--released-runtime"),
+                       (args.released_sdk, "--released-sdk")):  # fmt: skip
+        if path and not os.path.exists(path):
+            p.error(f"{what} {path}: no such file or directory")
+    if not args.released_runtime:
+        print("no released runtime given (--released-runtime / VASTAR_RELEASED_RUNTIME): "
+              "measuring ours only", file=sys.stderr)  # fmt: skip
+    out = run(args)
+    print_table(out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
