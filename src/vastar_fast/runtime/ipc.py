@@ -1,11 +1,17 @@
-"""One client connection of the daemon: frames in, answers out (credits, health,
-invalid messages), one task per request.
+"""One client connection of the daemon: frames in, answers out.
+
+Drives the sans-I/O :class:`~vastar_fast.protocol.connection.ServerConnection`: decoded
+requests are admitted here (shutdown, credits, duplicate ids, a deadline already
+passed) and handed to an :class:`~.pipeline.Exchange`; HealthChecks are answered;
+CancelRequests cancel; invalid messages are answered (and the connection closed when
+the byte stream cannot be trusted any more).
 
 Why asyncio.Protocol rather than streams: reading is a callback (no reader task and no
 StreamReader copy per connection), and every frame is written whole with one
 ``transport.write`` from the loop thread, so writes of concurrent requests on one
-connection are serialised by construction. Backpressure comes from the transport's
-``pause_writing``; only streamed chunks wait for it.
+connection are serialised by construction. When the client reads slower than
+upstreams answer (the transport's write buffer passes its high-water mark), streamed
+exchanges pause reading their upstream until it drains.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional, cast
+from typing import TYPE_CHECKING, Dict, Optional, Set, cast
 
 from ..protocol.connection import (
     CancelReceived,
@@ -24,58 +30,39 @@ from ..protocol.connection import (
     ServerConnection,
 )
 from ..types import ErrorClass
+from .pipeline import BY_CLIENT, BY_DEADLINE, BY_DISCONNECT, Exchange
 
 if TYPE_CHECKING:
     from .server import Runtime
 
-__all__ = ["BY_CLIENT", "BY_DEADLINE", "BY_DISCONNECT", "BY_SHUTDOWN", "IPCConnection", "Request"]
+__all__ = ["IPCConnection"]
 
 log = logging.getLogger("vastar_fast.runtime")
 
-_MAX_DEADLINE_S = 7 * 24 * 3600.0
 _HIGH_WATER = 4 * 1024 * 1024
-"""Transport write buffer size above which streamed chunks wait for the client."""
+"""Transport write buffer size above which streamed exchanges pause their upstream."""
+_MAX_DEADLINE_S = 7 * 24 * 3600.0
 _TRANSIENT = int(ErrorClass.TRANSIENT)
 _RATE_LIMITED = int(ErrorClass.RATE_LIMITED)
 _TIMEOUT = int(ErrorClass.TIMEOUT)
 _INVALID = int(ErrorClass.INVALID_REQUEST)
-
-# Why a request task was cancelled (the terminal answer depends on it).
-BY_CLIENT = "client"
-BY_DEADLINE = "deadline"
-BY_SHUTDOWN = "shutdown"
-BY_DISCONNECT = "disconnect"
-
 _send_response = ServerConnection.send_response
-
-
-class Request:
-    """Book-keeping of one request in flight."""
-
-    __slots__ = ("deadline", "reason", "rid", "stream_started", "task", "timer")
-
-    def __init__(self, rid: int, deadline: float) -> None:
-        self.rid = rid
-        self.deadline = deadline
-        """Loop time after which the request is abandoned with TIMEOUT."""
-        self.reason: Optional[str] = None
-        self.task: Optional[asyncio.Task[None]] = None
-        self.timer: Optional[asyncio.TimerHandle] = None
-        self.stream_started = False
+_perf = time.perf_counter
+_wall = time.time
 
 
 class IPCConnection(asyncio.Protocol):
-    """One client connection: decodes frames, starts request tasks, writes answers."""
+    """One client connection: decodes frames, admits requests, writes answers."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.sc = ServerConnection()
-        self.requests: Dict[int, Request] = {}
+        self.requests: Dict[int, Exchange] = {}
         self.transport: Optional[asyncio.Transport] = None
         self.credits = runtime.settings.limits.credits_per_connection
         self.announced = False
-        self._paused = False
-        self._drain_waiters: List[asyncio.Future[None]] = []
+        self.paused = False
+        self.paused_exchanges: Set[Exchange] = set()
 
     # ------------------------------------------------------------ transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,35 +80,24 @@ class IPCConnection(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.rt.connections.discard(self)
         self.transport = None
-        for req in list(self.requests.values()):
-            self._cancel(req, BY_DISCONNECT)
-        self._wake_writers()
+        for ex in list(self.requests.values()):
+            ex.cancel(BY_DISCONNECT)
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
-        self._wake_writers()
-
-    def _wake_writers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait while the client is slower than the upstream (streamed chunks only)."""
-        if self._paused and self.transport is not None:
-            fut = asyncio.get_running_loop().create_future()
-            self._drain_waiters.append(fut)
-            await fut
+        self.paused = False
+        paused, self.paused_exchanges = self.paused_exchanges, set()
+        for ex in paused:
+            ex.resume()
 
     def data_received(self, data: bytes) -> None:
         for event in self.sc.receive_data(data):
-            if type(event) is RequestReceived:
-                self._start(event)
-            elif type(event) is HealthCheckReceived:
+            kind = type(event)
+            if kind is RequestReceived:
+                self._start(event)  # type: ignore[arg-type]
+            elif kind is HealthCheckReceived:
                 rt = self.rt
                 self.write(
                     ServerConnection.send_health(
@@ -131,12 +107,12 @@ class IPCConnection(asyncio.Protocol):
                         max(0, self.credits - len(self.requests)),
                     )
                 )
-            elif type(event) is CancelReceived:
-                req = self.requests.get(event.request_id)
-                if req is not None:
-                    self._cancel(req, BY_CLIENT)
-            elif type(event) is InvalidMessage:
-                self._invalid(event)
+            elif kind is CancelReceived:
+                ex = self.requests.get(event.request_id)  # type: ignore[union-attr]
+                if ex is not None:
+                    ex.cancel(BY_CLIENT)
+            elif kind is InvalidMessage:
+                self._invalid(event)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ writing
     def write(self, frame: bytes) -> None:
@@ -166,83 +142,51 @@ class IPCConnection(asyncio.Protocol):
         if event.fatal and self.transport is not None:
             self.transport.close()  # flushes the answer first
 
-    # ------------------------------------------------------------ requests
+    # ------------------------------------------------------------ admission
+    def _refuse(self, rid: int, error_class: int, message: str) -> None:
+        self.write(_send_response(rid, error_class, message, None, 0))
+
     def _start(self, event: RequestReceived) -> None:
         frame = event.frame
         rid = frame.request_id
         rt = self.rt
         if rt.stopping:
-            self.write(
-                _send_response(
-                    rid,
-                    _TRANSIENT,
-                    "the runtime is shutting down and takes no new requests; retry once it "
-                    "(or another instance) is back",
-                    None,
-                    0,
-                )
+            self._refuse(rid, _TRANSIENT, "the runtime is shutting down and takes no new "
+                         "requests; retry once it (or another instance) is back")  # fmt: skip
+            return
+        requests = self.requests
+        if len(requests) >= self.credits:
+            self._refuse(
+                rid,
+                _RATE_LIMITED,
+                f"too many requests in flight on this connection: the limit is {self.credits} "
+                "(limits.credits_per_connection); wait for answers before sending more",
             )
             return
-        if len(self.requests) >= self.credits:
-            self.write(
-                _send_response(
-                    rid,
-                    _RATE_LIMITED,
-                    f"too many requests in flight on this connection: the limit is "
-                    f"{self.credits} (limits.credits_per_connection); wait for answers before "
-                    "sending more",
-                    None,
-                    0,
-                )
-            )
+        if rid in requests:
+            self._refuse(rid, _INVALID, f"request_id {rid} is already in flight on this "
+                         "connection; use a new request_id for every request")  # fmt: skip
             return
-        if rid in self.requests:
-            self.write(
-                _send_response(
-                    rid,
-                    _INVALID,
-                    f"request_id {rid} is already in flight on this connection; use a new "
-                    "request_id for every request",
-                    None,
-                    0,
-                )
-            )
-            return
+        t0 = _perf()
         loop = rt.loop
         now = loop.time()
         deadline_ms = frame.deadline_at_ms
         if deadline_ms:
-            left = deadline_ms / 1000.0 - time.time()
+            left = deadline_ms / 1000.0 - _wall()
             if left <= 0:
-                self.write(
-                    _send_response(
-                        rid,
-                        _TIMEOUT,
-                        f"deadline_at_ms {deadline_ms} had already passed ({-left * 1000:.0f} ms "
-                        "ago) when the runtime received the request; give it more time or "
-                        "check the client's clock",
-                        None,
-                        0,
-                    )
+                self._refuse(
+                    rid,
+                    _TIMEOUT,
+                    f"deadline_at_ms {deadline_ms} had already passed ({-left * 1000:.0f} ms "
+                    "ago) when the runtime received the request; give it more time or check "
+                    "the client's clock",
                 )
                 return
             deadline = now + min(left, _MAX_DEADLINE_S)
         else:
             deadline = now + rt.default_deadline_s
-        req = Request(rid, deadline)
-        self.requests[rid] = req
+        ex = Exchange(rt, self, rid, frame.tenant_id, "stream" in event.extensions, deadline, t0)
+        requests[rid] = ex
         rt.request_started()
-        req.timer = loop.call_at(deadline, self._cancel, req, BY_DEADLINE)
-        req.task = loop.create_task(rt.handle(self, req, event))
-
-    def _cancel(self, req: Request, reason: str) -> None:
-        if req.reason is None:
-            req.reason = reason
-        if req.task is not None:
-            req.task.cancel()
-
-    def finished(self, req: Request) -> None:
-        if req.timer is not None:
-            req.timer.cancel()
-        self.requests.pop(req.rid, None)
-        self.rt.request_finished()
+        ex.timer = loop.call_at(deadline, ex.cancel, BY_DEADLINE)
+        ex.start(frame)

@@ -7,15 +7,15 @@ import os
 import socket
 import stat
 
-__all__ = ["SocketInUseError", "bind_unix"]
+__all__ = ["SocketInUseError", "bind_tcp", "bind_unix"]
 
 
 class SocketInUseError(RuntimeError):
     """Another live daemon listens on the socket path (or it is not a socket)."""
 
 
-def bind_unix(path: str) -> socket.socket:
-    """A listening Unix socket at ``path``, mode 0600.
+def bind_unix(path: str, backlog: int = 1024) -> socket.socket:
+    """A listening, non-blocking Unix socket at ``path``, mode 0600.
 
     A stale socket file (nobody accepts on it) is replaced; a live one, or a path that
     is not a socket, is refused with SocketInUseError.
@@ -56,6 +56,21 @@ def bind_unix(path: str) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    sock.listen(1024)
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_tcp(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening, non-blocking TCP socket (IPv6 when ``host`` is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock

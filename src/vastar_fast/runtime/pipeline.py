@@ -1,312 +1,445 @@
-"""One request, from its decoded frame to its single terminal ExecuteResponse: payload
-and policy checks, the upstream exchange (retried where safe), streaming, and the
-answers for each way a request can be cancelled."""
+"""One request from its frame to its single terminal answer: :class:`Exchange`.
+
+A state machine driven by callbacks (the upstream connection's parser, the pool, the
+deadline timer, the client's CancelRequest, the connection's end), not a task: a task
+per request cost ~27 us of CPU per request in this daemon (docs/decisions.md). Every
+path ends in :meth:`Exchange._finish`, which runs once: it writes the terminal
+ExecuteResponse (unless the client is gone), releases the credit, the tenant's count
+and the daemon's in-flight count, and records the metrics.
+
+Steps: validate (connector, payload JSON, method, URL, tenant policy, headers) ->
+admit through the host's circuit breaker -> an upstream connection (idle, or connected
+for us) -> write the request -> the answer: status and headers (streamed: StreamStart),
+body (streamed: a StreamChunk per piece as it arrives, reading paused while the client
+is slower than the upstream) -> the terminal answer. A failed attempt is retried per
+:mod:`.retry` until it succeeds, may not be retried, or the deadline comes.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import ssl
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional
-
-import aiohttp
-from yarl import URL
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..errors import ProtocolError
 from ..protocol import codec
-from ..protocol.connection import RequestReceived, ServerConnection
+from ..protocol.connection import ServerConnection
 from ..types import MAX_PAYLOAD_SIZE, ErrorClass
 from .breaker import Breaker, BreakerOpen
-from .ipc import BY_CLIENT, BY_DEADLINE, BY_SHUTDOWN, IPCConnection, Request
 from .policy import PolicyEngine, TenantState
 from .redact import redact_headers, redact_url
-from .shaping import METHOD_LIST, METHODS, Fail, is_sse, parse_url, response_headers, too_big
-from .transport import classify
+from .shaping import (
+    METHOD_LIST,
+    METHODS,
+    Fail,
+    Target,
+    build_request,
+    is_sse,
+    parse_target,
+    response_headers,
+)
+from .upstream import PoolKey, ResponseSink, UpstreamConnection, UpstreamFailure
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from .ipc import IPCConnection
     from .server import Runtime
 
-__all__ = ["handle"]
+__all__ = ["BY_CLIENT", "BY_DEADLINE", "BY_DISCONNECT", "BY_SHUTDOWN", "Exchange"]
 
 log = logging.getLogger("vastar_fast.runtime")
 
-_CHUNK_MAX = 1024 * 1024
-"""Largest StreamChunk data; far below the 10 MiB frame cap."""
-_BIG_FRAME = 256 * 1024
-"""Buffered answers larger than this wait for a paused transport to drain first."""
+BY_CLIENT = "client"
+BY_DEADLINE = "deadline"
+BY_SHUTDOWN = "shutdown"
+BY_DISCONNECT = "disconnect"
+
 _SUCCESS = 0
 _TRANSIENT = int(ErrorClass.TRANSIENT)
 _PERMANENT = int(ErrorClass.PERMANENT)
 _TIMEOUT = int(ErrorClass.TIMEOUT)
 _INVALID = int(ErrorClass.INVALID_REQUEST)
+_CHUNK_MAX = 1024 * 1024
+"""Largest StreamChunk data; far below the 10 MiB frame cap."""
 
 _send_response = ServerConnection.send_response
 _send_http_response = ServerConnection.send_http_response
 _send_stream_start = ServerConnection.send_stream_start
 _send_stream_chunk = ServerConnection.send_stream_chunk
+_perf = time.perf_counter
+
+_TARGETS: Dict[str, Target] = {}
+_TARGETS_MAX = 4096
 
 
-async def handle(rt: Runtime, conn: IPCConnection, req: Request, event: RequestReceived) -> None:
-    """Run one request to its single terminal ExecuteResponse."""
-    t0 = time.perf_counter()
-    frame = event.frame
-    rid = req.rid
-    tenant: Optional[TenantState] = None
-    error_class = _SUCCESS
-    try:
+def target_of(url: str) -> Target:
+    """:func:`parse_target` with a bounded cache (most clients repeat their URLs)."""
+    target = _TARGETS.get(url)
+    if target is None:
+        target = parse_target(url)
+        if len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.clear()
+        _TARGETS[url] = target
+    return target
+
+
+class Exchange(ResponseSink):
+    """The life of one request in flight."""
+
+    __slots__ = (
+        "_headers",
+        "_sse",
+        "attempts",
+        "breaker",
+        "conn",
+        "deadline",
+        "done",
+        "extended_stream",
+        "ipc",
+        "is_head",
+        "method",
+        "pool_key",
+        "probe",
+        "reason",
+        "request_bytes",
+        "retry_timer",
+        "rid",
+        "rt",
+        "ssl_ctx",
+        "status",
+        "stream_started",
+        "t0",
+        "target",
+        "tenant",
+        "tenant_id",
+        "timer",
+        "waiter",
+    )
+
+    def __init__(
+        self, rt: Runtime, ipc: IPCConnection, rid: int, tenant_id: str, stream: bool,
+        deadline: float, t0: float,
+    ) -> None:  # fmt: skip
+        self.rt = rt
+        self.ipc = ipc
+        self.rid = rid
+        self.tenant_id = tenant_id
+        self.extended_stream = stream
+        self.deadline = deadline
+        self.t0 = t0
+        self.done = False
+        self.reason: Optional[str] = None
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.retry_timer: Optional[asyncio.TimerHandle] = None
+        self.waiter: Optional[object] = None
+        self.conn: Optional[UpstreamConnection] = None
+        self.tenant: Optional[TenantState] = None
+        self.breaker: Optional[Breaker] = None
+        self.probe = False
+        self.attempts = 0
+        self.stream_started = False
+        self.status = 0
+        self.method = ""
+        self.is_head = False
+        self.request_bytes = b""
+        self.pool_key: PoolKey = ("", "", 0, None)
+        self.ssl_ctx: Optional[ssl.SSLContext] = None
+        self.target: Optional[Target] = None
+        self._headers: Dict[str, str] = {}
+        self._sse = False
+
+    # ---------------------------------------------------------------- start
+    def start(self, frame: codec.ExecuteRequestFrame) -> None:
         try:
-            if frame.connector_name != "http" or frame.operation != "request":
-                raise Fail(
-                    _INVALID,
-                    f"unknown connector {frame.connector_name!r} / operation "
-                    f"{frame.operation!r}: this runtime provides connector 'http' with "
-                    "operation 'request'",
-                )
-            try:
-                http = codec.decode_http_request_payload(frame.payload)
-            except ProtocolError as exc:
-                raise Fail(
-                    _INVALID,
-                    f"{exc}; send a JSON object "
-                    '{"method": "GET", "url": "https://...", "headers": {...}, "body": "..."}',
-                ) from None
-            method = http.method.upper()
-            if method not in METHODS:
-                raise Fail(
-                    _INVALID,
-                    f"unsupported HTTP method {http.method!r}; use one of {METHOD_LIST}",
-                )
-            url = parse_url(http.url)
-            host = url.host or ""
-            port = url.port or (443 if url.scheme == "https" else 80)
-            tenant = rt.policy.tenant(frame.tenant_id)
-            denial = PolicyEngine.check(tenant, host, port, len(frame.payload))
-            if denial is not None:
-                raise Fail(int(denial[0]), denial[1])
-            if rt.debug:
-                log.debug(
-                    "request %d tenant=%r: %s %s headers=%s body=%d chars stream=%s",
-                    rid, frame.tenant_id, method, redact_url(http.url),
-                    redact_headers(http.headers), len(http.body), "stream" in event.extensions,
-                )  # fmt: skip
-            tenant.in_flight += 1
-            try:
-                await _exchange(
-                    rt, conn, req, tenant, method, url, f"{url.scheme}://{host}:{port}",
-                    http.headers, http.body, "stream" in event.extensions, t0,
-                )  # fmt: skip
-            finally:
-                tenant.in_flight -= 1
+            self._prepare(frame)
         except Fail as fail:
-            error_class = fail.error_class
-            conn.write(_send_response(rid, error_class, fail.message, None, _us(t0)))
-        except asyncio.CancelledError:
-            error_class = _cancelled(conn, req, t0)
+            self._finish(fail.error_class, _send_response(self.rid, fail.error_class,
+                                                          fail.message, None, self._us()))  # fmt: skip
+            return
         except Exception as exc:  # a bug: answer anyway, never leave a request hanging
-            log.exception("internal error handling request %d", rid)
-            error_class = _TRANSIENT
-            conn.write(
+            self._internal_error(exc)
+            return
+        self._attempt()
+
+    def _prepare(self, frame: codec.ExecuteRequestFrame) -> None:
+        if frame.connector_name != "http" or frame.operation != "request":
+            raise Fail(
+                _INVALID,
+                f"unknown connector {frame.connector_name!r} / operation {frame.operation!r}: "
+                "this runtime provides connector 'http' with operation 'request'",
+            )
+        try:
+            http = codec.decode_http_request_payload(frame.payload)
+        except ProtocolError as exc:
+            raise Fail(
+                _INVALID,
+                f"{exc}; send a JSON object "
+                '{"method": "GET", "url": "https://...", "headers": {...}, "body": "..."}',
+            ) from None
+        method = http.method.upper()
+        if method not in METHODS:
+            raise Fail(
+                _INVALID, f"unsupported HTTP method {http.method!r}; use one of {METHOD_LIST}"
+            )
+        target = target_of(http.url)
+        rt = self.rt
+        tenant = rt.policy.tenant(frame.tenant_id)
+        denial = PolicyEngine.check(tenant, target.host, target.port, len(frame.payload))
+        if denial is not None:
+            raise Fail(int(denial[0]), denial[1])
+        body = http.body.encode("utf-8") if http.body else b""
+        self.request_bytes = build_request(method, target, http.headers, body)
+        self.method = method
+        self.is_head = method == "HEAD"
+        self.target = target
+        if target.tls:
+            tls_key, self.ssl_ctx = rt.pool.ssl_for(tenant.policy)
+        else:
+            tls_key = None
+        self.pool_key = (target.scheme, target.host, target.port, tls_key)
+        self.breaker = rt.breakers.get(target.host_key)
+        tenant.in_flight += 1
+        self.tenant = tenant
+        if rt.debug:
+            log.debug(
+                "request %d tenant=%r: %s %s headers=%s body=%d bytes stream=%s",
+                self.rid, frame.tenant_id, method, redact_url(http.url),
+                redact_headers(http.headers), len(body), self.extended_stream,
+            )  # fmt: skip
+
+    # ---------------------------------------------------------------- attempts
+    def _attempt(self) -> None:
+        self.retry_timer = None
+        if self.done:
+            return
+        self.attempts += 1
+        breaker = self.breaker
+        assert breaker is not None and self.target is not None
+        try:
+            self.probe = breaker.check()
+        except BreakerOpen as exc:
+            tail = f" (after {self.attempts - 1} attempts)" if self.attempts > 1 else ""
+            self._fail_with(_TRANSIENT, exc.message + tail)
+            return
+        target = self.target
+        conn, waiter = self.rt.pool.acquire(
+            self.pool_key, target.host, target.port, self.ssl_ctx, target.host_key,
+            self._connected,
+        )  # fmt: skip
+        if conn is not None:
+            self._send(conn)
+        else:
+            self.waiter = waiter
+
+    def _connected(
+        self, conn: Optional[UpstreamConnection], failure: Optional[UpstreamFailure]
+    ) -> None:
+        self.waiter = None
+        if self.done:
+            if conn is not None:
+                self.rt.pool.release(conn)
+            return
+        if failure is not None:
+            self.on_fail(failure)
+        else:
+            assert conn is not None
+            self._send(conn)
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        assert self.tenant is not None
+        conn.send(self.request_bytes, self, self.is_head, self.tenant.policy.max_response_bytes,
+                  self.extended_stream)  # fmt: skip
+
+    # ---------------------------------------------------------------- the answer
+    def on_head(self, status: int, headers: List[Tuple[bytes, bytes]], decoded: bool) -> None:
+        if self.done:
+            return
+        self.status = status
+        shaped = response_headers(headers, decoded)
+        self._headers = shaped
+        self._sse = is_sse(shaped)
+        if self.extended_stream:
+            assert self.breaker is not None
+            self.breaker.record_success()
+            self.probe = False
+            self.stream_started = True
+            self.ipc.write(_send_stream_start(self.rid, status, shaped, self._sse))
+
+    def on_body(self, data: bytes) -> None:
+        if self.done:
+            return
+        ipc = self.ipc
+        rid = self.rid
+        if len(data) <= _CHUNK_MAX:
+            ipc.write(_send_stream_chunk(rid, data))
+        else:
+            for i in range(0, len(data), _CHUNK_MAX):
+                ipc.write(_send_stream_chunk(rid, data[i : i + _CHUNK_MAX]))
+        if ipc.paused and self.conn is not None:
+            self.conn.pause_reading()  # the client is slower than the upstream
+            ipc.paused_exchanges.add(self)
+
+    def resume(self) -> None:
+        """The client caught up (the connection's write buffer drained)."""
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def on_done(self, body: bytes) -> None:
+        self.conn = None
+        if self.done:
+            return
+        try:
+            if self.extended_stream:
+                frame = _send_http_response(self.rid, self.status, self._headers, "", self._sse,
+                                            self._us())  # fmt: skip
+            else:
+                assert self.breaker is not None
+                self.breaker.record_success()
+                self.probe = False
+                frame = _send_http_response(self.rid, self.status, self._headers, body,
+                                            self._sse, self._us())  # fmt: skip
+                if len(frame) - 4 > MAX_PAYLOAD_SIZE:
+                    self._fail_with(
+                        _PERMANENT,
+                        f"the upstream's {len(body)}-byte response encodes to a "
+                        f"{len(frame) - 4}-byte frame, over the {MAX_PAYLOAD_SIZE}-byte frame "
+                        "cap of Vastar clients; ask for less data per request (paging) or use "
+                        "the streaming extension",
+                    )
+                    return
+        except Exception as exc:  # a bug: answer anyway
+            self._internal_error(exc)
+            return
+        self._finish(_SUCCESS, frame)
+
+    def on_fail(self, failure: UpstreamFailure) -> None:
+        self.conn = None
+        if self.done:
+            return
+        breaker = self.breaker
+        assert breaker is not None
+        if failure.host_fault:
+            breaker.record_failure()
+        elif self.probe:
+            breaker.release_probe()
+        self.probe = False
+        if self.stream_started:
+            self._fail_with(int(failure.error_class), failure.message)
+            return
+        rt = self.rt
+        delay = rt.retry.delay(self.attempts, failure, self.method, rt.loop.time(), self.deadline)
+        if delay is None:
+            tail = f" (gave up after {self.attempts} attempts)" if self.attempts > 1 else ""
+            self._fail_with(int(failure.error_class), failure.message + tail)
+            return
+        if rt.debug:
+            log.debug("request %d attempt %d failed, retrying in %.3fs", self.rid,
+                      self.attempts, delay)  # fmt: skip
+        self.retry_timer = rt.loop.call_later(delay, self._attempt)
+
+    def too_big(self, size: int, at_least: bool) -> str:
+        tenant = self.tenant
+        assert tenant is not None
+        return (
+            f"the upstream response is {'over ' if at_least else ''}{size} bytes, more than "
+            f"tenant {tenant.name!r}'s limit of {tenant.policy.max_response_bytes} bytes "
+            f"({tenant.key}.max_response_bytes); ask for less data per request, or raise the "
+            "limit"
+        )
+
+    # ---------------------------------------------------------------- cancellation
+    def cancel(self, reason: str) -> None:
+        """Abandon the request (client cancel, deadline, shutdown, client gone)."""
+        if self.done:
+            return
+        self.reason = reason
+        self._abandon_upstream()
+        rid = self.rid
+        if reason == BY_CLIENT:
+            self._finish(_PERMANENT, _send_response(rid, _PERMANENT, "cancelled by client", None,
+                                                    self._us()))  # fmt: skip
+        elif reason == BY_DEADLINE:
+            self._finish(
+                _TIMEOUT,
+                _send_response(
+                    rid,
+                    _TIMEOUT,
+                    f"deadline passed after {self._us() / 1000:.0f} ms before the upstream "
+                    f"{'finished' if self.stream_started else 'answered'}; the upstream request "
+                    "was cancelled. Give the request a later deadline_at_ms (timeout) if the "
+                    "upstream is just slow",
+                    None,
+                    self._us(),
+                ),
+            )
+        elif reason == BY_SHUTDOWN:
+            self._finish(
+                _TRANSIENT,
                 _send_response(
                     rid,
                     _TRANSIENT,
-                    f"internal error in the runtime ({type(exc).__name__}); retry, and "
-                    "report it if it persists",
+                    "the runtime shut down before this request finished (grace period "
+                    "exceeded); the upstream request was cancelled, retry it",
                     None,
-                    _us(t0),
-                )
+                    self._us(),
+                ),
             )
-    finally:
-        conn.finished(req)
-        rt.metrics.observe(frame.tenant_id, error_class, time.perf_counter() - t0)
+        else:  # the client went away: nobody to answer
+            self._finish(_TRANSIENT, None)
+
+    def _abandon_upstream(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()  # a half-done exchange: the connection is never reused
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            waiter.cancelled = True  # type: ignore[attr-defined]
+        timer, self.retry_timer = self.retry_timer, None
+        if timer is not None:
+            timer.cancel()
+        if self.probe and self.breaker is not None:
+            self.breaker.release_probe()
+            self.probe = False
+
+    # ---------------------------------------------------------------- endings
+    def _fail_with(self, error_class: int, message: str) -> None:
+        self._abandon_upstream()
+        self._finish(error_class, _send_response(self.rid, error_class, message, None, self._us()))
+
+    def _internal_error(self, exc: BaseException) -> None:
+        log.error("internal error handling request %d", self.rid, exc_info=exc)
+        self._fail_with(
+            _TRANSIENT,
+            f"internal error in the runtime ({type(exc).__name__}); retry, and report it if it "
+            "persists",
+        )
+
+    def _finish(self, error_class: int, frame: Optional[bytes]) -> None:
+        """The single end of every request."""
+        if self.done:
+            return
+        self.done = True
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+        ipc = self.ipc
+        ipc.requests.pop(self.rid, None)
+        ipc.paused_exchanges.discard(self)
+        tenant = self.tenant
+        if tenant is not None:
+            tenant.in_flight -= 1
+        rt = self.rt
+        if frame is not None:
+            ipc.write(frame)
+        rt.request_finished()
+        seconds = _perf() - self.t0
+        rt.metrics.observe(self.tenant_id, error_class, seconds)
         if rt.debug:
-            log.debug("request %d done: error_class=%d in %dus", rid, error_class, _us(t0))
+            log.debug("request %d done: error_class=%d in %dus", self.rid, error_class,
+                      int(seconds * 1e6))  # fmt: skip
 
-
-def _cancelled(conn: IPCConnection, req: Request, t0: float) -> int:
-    """The terminal answer of a request whose task was cancelled, by reason."""
-    reason = req.reason
-    rid = req.rid
-    if reason == BY_CLIENT:
-        conn.write(_send_response(rid, _PERMANENT, "cancelled by client", None, _us(t0)))
-        return _PERMANENT
-    if reason == BY_DEADLINE:
-        conn.write(
-            _send_response(
-                rid,
-                _TIMEOUT,
-                f"deadline passed after {_us(t0) / 1000:.0f} ms before the upstream "
-                f"{'finished' if req.stream_started else 'answered'}; the upstream request "
-                "was cancelled. Give the request a later deadline_at_ms (timeout) if the "
-                "upstream is just slow",
-                None,
-                _us(t0),
-            )
-        )
-        return _TIMEOUT
-    if reason == BY_SHUTDOWN:
-        conn.write(
-            _send_response(
-                rid,
-                _TRANSIENT,
-                "the runtime shut down before this request finished (grace period "
-                "exceeded); the upstream request was cancelled, retry it",
-                None,
-                _us(t0),
-            )
-        )
-        return _TRANSIENT
-    # The client went away: nobody to answer. Propagate as a real cancellation when
-    # the loop itself is being torn down.
-    if reason is None:
-        raise asyncio.CancelledError
-    return _TRANSIENT
-
-
-async def _exchange(
-    rt: Runtime,
-    conn: IPCConnection,
-    req: Request,
-    tenant: TenantState,
-    method: str,
-    url: URL,
-    host_key: str,
-    headers: Dict[str, str],
-    body_text: str,
-    stream: bool,
-    t0: float,
-) -> None:
-    """Send the request (retrying where safe) and write the answer."""
-    assert rt.transport is not None
-    session = rt.transport.session
-    ssl_arg = rt.transport.ssl_for(tenant.policy)
-    body = body_text.encode("utf-8") if body_text else None
-    breaker = rt.breakers.get(host_key)
-    limit = tenant.policy.max_response_bytes
-    attempt = 0
-    while True:
-        attempt += 1
-        probe = _admit(breaker, attempt)
-        resp: Optional[aiohttp.ClientResponse] = None
-        try:
-            resp = await session.request(method, url, headers=headers, data=body, ssl=ssl_arg)
-            if stream:
-                breaker.record_success()
-                await _stream(conn, req, resp, tenant, t0)
-                return
-            data = await _read_body(resp, limit, tenant)
-        except (Fail, asyncio.CancelledError):
-            if probe:
-                breaker.release_probe()
-            if resp is not None:
-                resp.close()  # do not return a half-read connection to the pool
-            raise
-        except Exception as exc:
-            if resp is not None:
-                resp.close()
-            failure = classify(exc, host_key)
-            if failure.host_fault:
-                breaker.record_failure()
-            elif probe:
-                breaker.release_probe()
-            if req.stream_started:
-                raise Fail(int(failure.error_class), failure.message) from None
-            delay = rt.retry.delay(attempt, failure, method, rt.loop.time(), req.deadline)
-            if delay is None:
-                tail = f" (gave up after {attempt} attempts)" if attempt > 1 else ""
-                raise Fail(int(failure.error_class), failure.message + tail) from None
-            if rt.debug:
-                log.debug("request %d attempt %d failed, retrying in %.3fs", req.rid,
-                          attempt, delay)  # fmt: skip
-            await asyncio.sleep(delay)
-            continue
-        breaker.record_success()
-        headers_out = response_headers(resp)
-        frame = _send_http_response(
-            req.rid, resp.status, headers_out, data, is_sse(headers_out), _us(t0)
-        )
-        if len(frame) - 4 > MAX_PAYLOAD_SIZE:
-            raise Fail(
-                _PERMANENT,
-                f"the upstream's {len(data)}-byte response encodes to a {len(frame) - 4}-byte "
-                f"frame, over the {MAX_PAYLOAD_SIZE}-byte frame cap of Vastar clients; ask "
-                "for less data per request (paging) or use the streaming extension",
-            )
-        if conn._paused and len(frame) > _BIG_FRAME:
-            await conn.drain()  # a slow reader: do not pile big answers up in memory
-        conn.write(frame)
-        return
-
-
-async def _stream(
-    conn: IPCConnection,
-    req: Request,
-    resp: aiohttp.ClientResponse,
-    tenant: TenantState,
-    t0: float,
-) -> None:
-    """Extension: StreamStart now, StreamChunk per piece as it arrives, then the
-    terminal response with an empty body."""
-    rid = req.rid
-    headers_out = response_headers(resp)
-    sse = is_sse(headers_out)
-    limit = tenant.policy.max_response_bytes
-    req.stream_started = True
-    conn.write(_send_stream_start(rid, resp.status, headers_out, sse))
-    total = 0
-    content = resp.content
-    try:
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > limit:
-                raise Fail(
-                    _PERMANENT,
-                    f"the upstream response exceeded tenant {tenant.name!r}'s limit of "
-                    f"{limit} bytes ({tenant.key}.max_response_bytes); the rest was dropped",
-                )
-            if len(chunk) <= _CHUNK_MAX:
-                conn.write(_send_stream_chunk(rid, chunk))
-            else:
-                for i in range(0, len(chunk), _CHUNK_MAX):
-                    conn.write(_send_stream_chunk(rid, chunk[i : i + _CHUNK_MAX]))
-            if conn._paused:
-                await conn.drain()
-    finally:
-        resp.release()
-    conn.write(_send_http_response(rid, resp.status, headers_out, "", sse, _us(t0)))
-
-
-def _admit(breaker: Breaker, attempt: int) -> bool:
-    try:
-        return breaker.check()
-    except BreakerOpen as exc:
-        tail = f" (after {attempt - 1} attempts)" if attempt > 1 else ""
-        raise Fail(_TRANSIENT, exc.message + tail) from None
-
-
-def _us(t0: float) -> int:
-    return int((time.perf_counter() - t0) * 1e6)
-
-
-async def _read_body(resp: aiohttp.ClientResponse, limit: int, tenant: TenantState) -> bytes:
-    """The whole body, refusing (PERMANENT) one over the tenant's response size limit."""
-    length = resp.content_length
-    if length is not None and length > limit:
-        raise Fail(_PERMANENT, too_big(length, limit, tenant))
-    if length is not None and "Content-Encoding" not in resp.headers:
-        return await resp.read()
-    parts: List[bytes] = []
-    total = 0
-    content = resp.content
-    while True:
-        chunk = await content.readany()
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > limit:
-            raise Fail(_PERMANENT, too_big(total, limit, tenant, at_least=True))
-        parts.append(chunk)
-    resp.release()
-    return b"".join(parts)
+    def _us(self) -> int:
+        return int((_perf() - self.t0) * 1e6)

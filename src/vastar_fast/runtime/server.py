@@ -1,16 +1,15 @@
-"""The runtime daemon: listeners, connections, upstream transport, policy, breakers.
+"""The runtime daemon: listeners, connections, the upstream pool, policy and breakers.
 
-Hot path, per request: ``IPCConnection.data_received`` (``ipc.py``) ->
-``ServerConnection.receive_data`` (decode) -> ``IPCConnection._start`` (credit check,
-task) -> ``pipeline.handle`` (JSON payload, policy, breaker, aiohttp request, body) ->
-``ServerConnection.send_http_response`` (encode) -> ``transport.write``. Nothing on it
-logs above DEBUG, awaits a drain for a small frame or re-serialises JSON beyond the
-payload itself.
+Per request (the hot path): ``IPCConnection.data_received`` -> ``ServerConnection``
+decodes the frame -> admission (``ipc.py``) -> ``Exchange`` (``pipeline.py``: payload,
+policy, breaker, an upstream connection, the answer) -> one ``transport.write`` of the
+terminal frame. No task, no future and no log line above DEBUG on the way.
 
 Modules, by concern: ``ipc.py`` (the per-connection protocol: credits, health, invalid
 messages), ``pipeline.py`` (one request: exchange, streaming, cancellation),
-``retry.py`` (the retry policy), ``shaping.py`` (the answer's shape, URL checks),
-``listen.py`` (socket binding), ``transport.py`` (the upstream HTTP session).
+``retry.py`` (the retry policy), ``shaping.py`` (what goes upstream, the answer's
+shape), ``upstream.py`` (the HTTP/1.1 client and its pools), ``listen.py`` (socket
+binding), ``breaker.py``, ``policy.py``, ``metrics.py``, ``config.py``.
 """
 
 from __future__ import annotations
@@ -18,18 +17,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from typing import List, Optional, Set, Tuple
 
-from ..protocol.connection import RequestReceived
-from . import pipeline
 from .breaker import Breakers
 from .config import RuntimeSettings
-from .ipc import BY_SHUTDOWN, IPCConnection, Request
-from .listen import SocketInUseError, bind_unix
+from .ipc import IPCConnection
+from .listen import SocketInUseError, bind_tcp, bind_unix
 from .metrics import Metrics, create_metrics
+from .pipeline import BY_SHUTDOWN
 from .policy import PolicyEngine
 from .retry import RetryPolicy
-from .transport import HTTPTransport
+from .upstream import UpstreamPool
 
 __all__ = ["Runtime", "SocketInUseError"]
 
@@ -37,11 +36,12 @@ log = logging.getLogger("vastar_fast.runtime")
 
 
 class Runtime:
-    """The daemon: listeners, connections, upstream transport, policy, breakers.
+    """The daemon.
 
     Create it, ``await start()`` on the loop that will run it, then
     ``await serve_until_stopped()``; :meth:`request_stop` (signal handler, other thread
-    via ``call_soon_threadsafe``) begins the graceful shutdown.
+    via ``call_soon_threadsafe``) begins the graceful shutdown. ``sockets`` gives it
+    listening sockets bound elsewhere (the worker processes of ``--workers``).
     """
 
     def __init__(
@@ -49,13 +49,15 @@ class Runtime:
         settings: RuntimeSettings,
         socket_path: Optional[str] = None,
         tcp: Optional[Tuple[str, int]] = None,
+        sockets: Optional[List[socket.socket]] = None,
     ) -> None:
-        if socket_path is None and tcp is None:
+        if socket_path is None and tcp is None and not sockets:
             raise ValueError("the runtime needs a Unix socket path or a TCP address to listen on")
         self.settings = settings
         self.socket_path = socket_path
         self.tcp = tcp
         self.tcp_port: Optional[int] = None
+        self._given_sockets = list(sockets or [])
         self.default_deadline_s = settings.limits.default_deadline_ms / 1000.0
         self.stopping = False
         self.active = 0
@@ -67,6 +69,7 @@ class Runtime:
             settings.breaker.reset_timeout_s,
             on_change=self._breaker_changed,
         )
+        self.retry = RetryPolicy(settings.retry)
         self.debug = False
         self._servers: List[asyncio.AbstractServer] = []
         self._closed_servers: List[asyncio.AbstractServer] = []
@@ -74,51 +77,55 @@ class Runtime:
         self._stop_requested: Optional[asyncio.Event] = None
         self._idle: Optional[asyncio.Event] = None
         self._abandon: Optional[asyncio.Event] = None
-        self.transport: Optional[HTTPTransport] = None
+        self.pool: UpstreamPool = None  # type: ignore[assignment]
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self.retry = RetryPolicy(settings.retry)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Bind the listeners and open the HTTP session; returns once listening."""
+        """Bind the listeners and set up the upstream pool; returns once listening."""
         self.loop = asyncio.get_running_loop()
         self.debug = log.isEnabledFor(logging.DEBUG)
         self._stop_requested = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._abandon = asyncio.Event()
-        self.transport = HTTPTransport(self.settings.http)
+        self.pool = UpstreamPool(self.loop, self.settings.http)
         for policy in self.settings.tenants.values():
-            self.transport.ssl_for(policy)  # a bad ca_file fails now, not per request
+            self.pool.ssl_for(policy)  # a bad ca_file fails now, not per request
         try:
-            if self.socket_path is not None:
+            for sock in self._given_sockets:
+                await self._serve_socket(sock)
+            if self.socket_path is not None and not self._given_sockets:
                 sock = bind_unix(self.socket_path)
                 st = os.stat(self.socket_path)
                 self._socket_inode = (st.st_dev, st.st_ino)
-                self._servers.append(
-                    await self.loop.create_unix_server(lambda: IPCConnection(self), sock=sock)
-                )
-            if self.tcp is not None:
-                host, port = self.tcp
-                server = await self.loop.create_server(
-                    lambda: IPCConnection(self), host, port, reuse_address=True
-                )
-                self._servers.append(server)
-                self.tcp_port = server.sockets[0].getsockname()[1]
+                await self._serve_socket(sock)
+            if self.tcp is not None and not self._given_sockets:
+                await self._serve_socket(bind_tcp(*self.tcp))
             if self.settings.metrics_port is not None:
                 self.metrics = create_metrics(self.settings.metrics_port)
         except BaseException:
             await self._close_listeners()
-            await self.transport.close()
+            await self.pool.close()
             raise
         log.info("runtime listening on %s", self.describe())
+
+    async def _serve_socket(self, sock: socket.socket) -> None:
+        loop = self.loop
+        if sock.family == socket.AF_UNIX:
+            server = await loop.create_unix_server(lambda: IPCConnection(self), sock=sock)
+        else:
+            server = await loop.create_server(lambda: IPCConnection(self), sock=sock)
+            self.tcp_port = sock.getsockname()[1]
+        self._servers.append(server)
 
     def describe(self) -> str:
         parts = []
         if self.socket_path is not None:
             parts.append(f"unix:{self.socket_path}")
-        if self.tcp_port is not None and self.tcp is not None:
-            parts.append(f"tcp:{self.tcp[0]}:{self.tcp_port}")
+        if self.tcp_port is not None:
+            host = self.tcp[0] if self.tcp is not None else "127.0.0.1"
+            parts.append(f"tcp:{host}:{self.tcp_port}")
         if self.metrics.port is not None:
             parts.append(f"metrics:http://127.0.0.1:{self.metrics.port}/metrics")
         return " ".join(parts)
@@ -163,14 +170,9 @@ class Runtime:
                     self.active,
                     grace,
                 )
-                tasks = []
                 for conn in list(self.connections):
-                    for req in list(conn.requests.values()):
-                        conn._cancel(req, BY_SHUTDOWN)
-                        if req.task is not None:
-                            tasks.append(req.task)
-                if tasks:
-                    await asyncio.wait(tasks, timeout=5)
+                    for ex in list(conn.requests.values()):
+                        ex.cancel(BY_SHUTDOWN)
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()  # flushes the last answers first
@@ -179,8 +181,7 @@ class Runtime:
                 await asyncio.wait_for(server.wait_closed(), 2.0)
             except asyncio.TimeoutError:
                 log.warning("some client connections did not close in time")
-        if self.transport is not None:
-            await self.transport.close()
+        await self.pool.close()
         self.metrics.close()
         log.info("runtime stopped")
 
@@ -225,9 +226,3 @@ class Runtime:
         else:
             log.info("circuit breaker for %s is %s", host, state)
         self.metrics.breaker_state(host, state)
-
-    # ------------------------------------------------------------ one request
-    # ------------------------------------------------------------ one request
-    async def handle(self, conn: IPCConnection, req: Request, event: RequestReceived) -> None:
-        """Run one request to its single terminal ExecuteResponse (``pipeline.handle``)."""
-        await pipeline.handle(self, conn, req, event)

@@ -1,24 +1,51 @@
-"""The answer's shape (the released runtime's header shape, SSE detection) and the
-checks of a request's URL, with the error messages they give."""
+"""Request and response shaping: what goes to the upstream, and the answer's shape.
+
+Outbound: the request line and headers of one HTTP/1.1 request, with the framing and
+routing headers owned by the runtime (a client's Host, Content-Length,
+Transfer-Encoding, Connection and other hop-by-hop headers are not forwarded: the pool
+is shared by every tenant, so a client must not be able to frame or route a request
+differently from what the runtime checked). Inbound: the released runtime's header
+shape (lower-cased names, repeated headers joined with ", ", values as UTF-8 text).
+"""
 
 from __future__ import annotations
 
-from typing import Dict
-
-import aiohttp
-from yarl import URL
+import re
+from typing import Dict, List, NamedTuple, Optional, Tuple
+from urllib.parse import quote, urlsplit
 
 from ..types import ErrorClass
-from .policy import TenantState
 from .redact import redact_url
 
-__all__ = ["METHODS", "METHOD_LIST", "Fail", "is_sse", "parse_url", "response_headers", "too_big"]
+__all__ = [
+    "METHODS",
+    "OWNED_HEADERS",
+    "Fail",
+    "Target",
+    "build_request",
+    "is_sse",
+    "parse_target",
+    "response_headers",
+]
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
 METHOD_LIST = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE"
-_DECODED = frozenset({"gzip", "x-gzip", "deflate"})
-"""Content-encodings the session decodes (auto_decompress) before we see the body."""
+
+OWNED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+     "trailer", "upgrade", "proxy-connection", "expect"}
+)  # fmt: skip
+"""Request headers the runtime sets itself; a client's values for them are dropped."""
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _INVALID = int(ErrorClass.INVALID_REQUEST)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+_HOST = re.compile(r"[A-Za-z0-9._~\-]+|\[[0-9A-Fa-f:.]+\]").fullmatch
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_PLAIN_TARGET = re.compile(r"[!#-;=?-\[\]_a-z~]*").fullmatch
+"""Printable ASCII without space, quote, backslash, <, >, ^, `, {, |, }: sent as is."""
 
 
 class Fail(Exception):
@@ -30,44 +57,118 @@ class Fail(Exception):
         self.message = message
 
 
-def parse_url(text: str) -> URL:
+class Target(NamedTuple):
+    """Where a URL's request goes, parsed once per distinct URL."""
+
+    scheme: str
+    host: str
+    """Host to connect to (IPv6 without brackets)."""
+    port: int
+    tls: bool
+    request_target: str
+    """Path and query as they go on the request line."""
+    host_header: str
+    host_key: str
+    """``scheme://host:port``: the circuit breaker's key and the text in error messages."""
+
+
+def parse_target(url: str) -> Target:
+    """Parse and normalise an absolute http(s) URL, or raise :class:`Fail`."""
     try:
-        url = URL(text)
+        parts = urlsplit(url)
+        port = parts.port
     except (ValueError, TypeError) as exc:
-        raise Fail(_INVALID, f"invalid url {text!r}: {exc}; send an absolute http(s) URL") from None
-    if url.scheme not in ("http", "https"):
+        raise Fail(_INVALID, f"invalid url {redact_url(str(url))!r}: {exc}; send an absolute "
+                   "http(s) URL") from None  # fmt: skip
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
         raise Fail(
             _INVALID,
-            f"unsupported URL scheme {url.scheme!r} in {redact_url(text)!r}; only http:// and "
+            f"unsupported URL scheme {scheme!r} in {redact_url(url)!r}; only http:// and "
             "https:// URLs can be requested",
         )
-    if not url.host:
-        raise Fail(_INVALID, f"url {redact_url(text)!r} has no host; send an absolute URL")
-    return url
+    host = parts.hostname or ""
+    if not host:
+        raise Fail(_INVALID, f"url {redact_url(url)!r} has no host; send an absolute URL")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise Fail(_INVALID, f"url {redact_url(url)!r} has an invalid host name ({exc})"
+                       ) from None  # fmt: skip
+    ipv6 = ":" in host
+    shown = f"[{host}]" if ipv6 else host
+    if not _HOST(shown):
+        raise Fail(_INVALID, f"url {redact_url(url)!r} has an invalid host {host!r}")
+    tls = scheme == "https"
+    default = 443 if tls else 80
+    if port is None:
+        port = default
+    path = parts.path or "/"
+    query = parts.query
+    target = f"{path}?{query}" if query or url.endswith("?") else path
+    if not _PLAIN_TARGET(target):
+        path = quote(path, safe=_PATH_SAFE)
+        target = f"{path}?{quote(query, safe=_QUERY_SAFE)}" if query else path
+    host_header = shown if port == default else f"{shown}:{port}"
+    return Target(scheme, host, port, tls, target, host_header, f"{scheme}://{shown}:{port}")
 
 
-def too_big(size: int, limit: int, tenant: TenantState, at_least: bool = False) -> str:
-    return (
-        f"the upstream response is {'over ' if at_least else ''}{size} bytes, more than tenant "
-        f"{tenant.name!r}'s limit of {limit} bytes ({tenant.key}.max_response_bytes); ask for "
-        "less data per request, or raise the limit"
-    )
+def build_request(method: str, target: Target, headers: Dict[str, str], body: bytes) -> bytes:
+    """The bytes of one HTTP/1.1 request, head and body, or raise :class:`Fail`."""
+    parts = [method, " ", target.request_target, " HTTP/1.1\r\nHost: ", target.host_header, "\r\n"]
+    accept = False
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in OWNED_HEADERS:
+            continue
+        if not _TOKEN(name) or _BAD_VALUE(value):
+            raise Fail(
+                _INVALID,
+                f"request header {name!r} has a name or value that cannot be sent (control "
+                "characters such as CR/LF, or a name that is not an HTTP token); fix the header",
+            )
+        if lower == "accept":
+            accept = True
+        parts += (name, ": ", value, "\r\n")
+    if not accept:
+        parts.append("Accept: */*\r\n")  # what aiohttp and the released runtime's reqwest send
+    if body or method in _BODY_METHODS:
+        parts += ("Content-Length: ", str(len(body)), "\r\n")
+    parts.append("\r\n")
+    head = "".join(parts).encode("utf-8")
+    return head + body if body else head
 
 
-def response_headers(resp: aiohttp.ClientResponse) -> Dict[str, str]:
-    """Lower-cased names, repeated headers joined with ", " (the released shape)."""
+_NAME_CACHE: Dict[bytes, str] = {}
+_NAME_CACHE_MAX = 1024
+
+
+def response_headers(raw: List[Tuple[bytes, bytes]], decoded: bool) -> Dict[str, str]:
+    """The released shape: lower-cased names, repeated headers joined with ", ".
+
+    Values are decoded as UTF-8 (invalid bytes become U+FFFD), so the answer is always
+    valid JSON text. ``decoded``: the body was decompressed here, so its
+    Content-Encoding and Content-Length no longer apply and are dropped.
+    """
     out: Dict[str, str] = {}
-    for key, value in resp.headers.items():
-        name = key.lower()
+    cache = _NAME_CACHE
+    for rname, rvalue in raw:
+        name = cache.get(rname)
+        if name is None:
+            name = rname.decode("latin-1").lower()
+            if len(cache) >= _NAME_CACHE_MAX:
+                cache.clear()
+            cache[rname] = name
+        value = rvalue.decode("utf-8", "replace")
         prev = out.get(name)
         out[name] = value if prev is None else f"{prev}, {value}"
-    if out.get("content-encoding") in _DECODED:
-        # aiohttp decompressed the body: its encoding and length headers no longer apply.
-        del out["content-encoding"]
+    if decoded:
+        out.pop("content-encoding", None)
         out.pop("content-length", None)
     return out
 
 
 def is_sse(headers: Dict[str, str]) -> bool:
-    ctype = headers.get("content-type")
+    ctype: Optional[str] = headers.get("content-type")
     return ctype is not None and ctype.split(";", 1)[0].strip().lower() == "text/event-stream"
