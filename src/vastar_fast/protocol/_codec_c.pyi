@@ -45,6 +45,7 @@ __all__ = [
     "encode_health_response",
     "encode_http_request_frame",
     "encode_http_request_payload",
+    "encode_http_response_frame",
     "encode_http_response_payload",
     "encode_stream_chunk",
     "encode_stream_start",
@@ -129,6 +130,14 @@ def encode_http_response_payload(
     headers: Dict[str, str],
     body: Union[str, bytes],
     is_streaming: bool,
+) -> bytes: ...
+def encode_http_response_frame(
+    request_id: int,
+    status_code: int,
+    headers: Dict[str, str],
+    body: Union[str, bytes],
+    is_streaming: bool,
+    duration_us: int,
 ) -> bytes: ...
 def decode_http_response_payload(payload: bytes) -> HTTPResponsePayload: ...
 def _simd(avx512: bool = True) -> bool: ...

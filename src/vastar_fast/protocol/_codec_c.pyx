@@ -81,6 +81,7 @@ __all__ = [
     "encode_health_response",
     "encode_http_request_frame",
     "encode_http_request_payload",
+    "encode_http_response_frame",
     "encode_http_response_payload",
     "encode_stream_chunk",
     "encode_stream_start",
@@ -1250,10 +1251,6 @@ def _simd(avx512=True):
     return bool(vf_simd_allow(1 if avx512 else 0))
 
 
-# Runtime-side JSON helpers: json.loads / json.dumps do the work either way, so the
-# pure twin's implementations serve both twins.
-decode_http_request_payload = _py.decode_http_request_payload
-encode_http_response_payload = _py.encode_http_response_payload
 
 
 cdef enum:
@@ -1497,3 +1494,264 @@ def decode_http_response_payload(payload):
         if result is not None:
             return result
     return _py.decode_http_response_payload(payload)
+
+
+# ------------------------------------------------------------------ runtime-side http JSON
+
+# The response JSON (keys in the released runtime's order), sized then written in place:
+#   {"body":"...","headers":{"k":"v",...},"is_streaming":false,"status_code":200}
+# spec: (status_digits_bytes, headers_dict, body (exact str or valid UTF-8 bytes), streaming)
+
+cdef Py_ssize_t _http_resp_json_size(object status_code, object headers, object body,
+                                     object is_streaming, list spec) except -2:
+    """Exact size of the response JSON, or -1 when the pure twin must build it."""
+    cdef Py_ssize_t size, s, pos = 0
+    cdef PyObject *k
+    cdef PyObject *v
+    cdef long long st
+    if not _int_in(status_code, -2147483648, 2147483647, &st):
+        return -1
+    if not PyDict_CheckExact(headers):
+        return -1
+    digits = str(st).encode("ascii")
+    size = 9  # {"body":"
+    if PyUnicode_CheckExact(body):
+        s = vf_str_size(body, 1)
+    elif PyBytes_CheckExact(body):
+        s = vf_utf8_json_size(<const uint8_t *>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
+    else:
+        return -1
+    if s < 0:
+        return -1
+    size += s + 13  # ","headers":{
+    if headers:
+        while PyDict_Next(headers, &pos, &k, &v):
+            if not PyUnicode_CheckExact(<object>k) or not PyUnicode_CheckExact(<object>v):
+                return -1
+            s = vf_str_size(<object>k, 1)
+            if s < 0:
+                return -1
+            size += s + 5  # "k":"v" plus a comma (the last one is the closing brace)
+            s = vf_str_size(<object>v, 1)
+            if s < 0:
+                return -1
+            size += s + 1
+    else:
+        size += 1  # }
+    streaming = bool(is_streaming)
+    size += 16 + (4 if streaming else 5) + 15 + len(digits) + 1
+    spec.append((digits, headers, body, streaming))
+    return size
+
+
+cdef uint8_t *_http_resp_json_write(object spec, uint8_t *o):
+    cdef Py_ssize_t pos = 0
+    cdef PyObject *k
+    cdef PyObject *v
+    cdef bint first = True
+    digits, headers, body, streaming = spec
+    o = _lit(o, b'{"body":"', 9)
+    if PyBytes_CheckExact(body):
+        o = vf_utf8_json_write(<const uint8_t *>PyBytes_AS_STRING(body),
+                               PyBytes_GET_SIZE(body), o)
+    else:
+        o = vf_str_write(body, o, 1, 0)
+    o = _lit(o, b'","headers":{', 13)
+    while PyDict_Next(headers, &pos, &k, &v):
+        if not first:
+            o[0] = c','
+            o += 1
+        first = False
+        o[0] = c'"'
+        o = vf_str_write(<object>k, o + 1, 1, 0)
+        o = _lit(o, b'":"', 3)
+        o = vf_str_write(<object>v, o, 1, 0)
+        o[0] = c'"'
+        o += 1
+    o = _lit(o, b'},"is_streaming":', 17)
+    if streaming:
+        o = _lit(o, b"true", 4)
+    else:
+        o = _lit(o, b"false", 5)
+    o = _lit(o, b',"status_code":', 15)
+    o = _lit(o, PyBytes_AS_STRING(digits), PyBytes_GET_SIZE(digits))
+    o[0] = c'}'
+    return o + 1
+
+
+def encode_http_response_payload(status_code, headers, body, is_streaming):
+    """The ``http`` connector's response JSON, keys in the released runtime's order."""
+    cdef list spec = []
+    cdef Py_ssize_t n = _http_resp_json_size(status_code, headers, body, is_streaming, spec)
+    if n < 0:
+        return _py.encode_http_response_payload(status_code, headers, body, is_streaming)
+    out = _bytes_from(NULL, n)
+    _http_resp_json_write(spec[0], <uint8_t *>PyBytes_AS_STRING(out))
+    return out
+
+
+cdef Py_ssize_t _b_http_response(vf_bld *b, uint64_t rid, Py_ssize_t n, object spec,
+                                 uint64_t dur):
+    cdef uint8_t *data
+    cdef Py_ssize_t body = vf_b_bytes(b, n, &data)
+    if data != NULL:
+        _http_resp_json_write(spec, data)
+    vf_b_start_object(b, 5)
+    if rid:
+        vf_b_slot_u64(b, 0, rid)
+    vf_b_slot_ref(b, 3, body)
+    if dur:
+        vf_b_slot_u64(b, 4, dur)
+    return vf_b_finish(b, vf_b_end_object(b))
+
+
+def encode_http_response_frame(request_id, status_code, headers, body, is_streaming,
+                               duration_us):
+    """The runtime's hot path: a successful ``http`` ExecuteResponse frame in one
+    allocation, the response JSON written straight into the frame."""
+    cdef list spec = []
+    cdef uint64_t rid, dur
+    cdef Py_ssize_t n, total
+    cdef vf_bld b
+    if _u64(request_id, &rid) and _u64(duration_us, &dur):
+        n = _http_resp_json_size(status_code, headers, body, is_streaming, spec)
+        if n >= 0:
+            vf_b_init(&b, NULL)
+            total = _b_http_response(&b, rid, n, spec[0], dur)
+            out = _new_frame(&b, total, _EXECUTE_RESPONSE)
+            _b_http_response(&b, rid, n, spec[0], dur)
+            return out
+    return _py.encode_http_response_frame(
+        request_id, status_code, headers, body, is_streaming, duration_us
+    )
+
+
+cdef enum:
+    _K_METHOD = 1
+    _K_URL = 2
+    _K_RHEADERS = 4
+    _K_RBODY = 8
+
+
+cdef object _fast_request(bytes payload):
+    """The http connector's request JSON as the released SDKs send it, or None.
+
+    Accepts exactly one object with keys among method / url / headers / body, each at
+    most once, strings where strings belong (null for headers and body), headers
+    mapping strings to strings. Everything else (invalid UTF-8 included: strings are
+    decoded as json.loads decodes bytes, with surrogatepass) returns None so the pure
+    twin's json.loads path decides, with the same result or the same error.
+    """
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(payload)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t i, e
+    cdef int seen = 0, key
+    cdef object method = None, url = None, headers = None, body = ""
+    cdef object k, v
+    cdef PyObject *items[4]
+    i = vf_skip_ws(p, 0, n)
+    if i >= n or p[i] != c'{':
+        return None
+    i = vf_skip_ws(p, i + 1, n)
+    while True:
+        if i >= n or p[i] != c'"':
+            return None
+        i += 1
+        if n - i >= 7 and memcmp(p + i, b'method"', 7) == 0:
+            key = _K_METHOD
+            i += 7
+        elif n - i >= 4 and memcmp(p + i, b'url"', 4) == 0:
+            key = _K_URL
+            i += 4
+        elif n - i >= 8 and memcmp(p + i, b'headers"', 8) == 0:
+            key = _K_RHEADERS
+            i += 8
+        elif n - i >= 5 and memcmp(p + i, b'body"', 5) == 0:
+            key = _K_RBODY
+            i += 5
+        else:
+            return None
+        if seen & key:
+            return None
+        seen |= key
+        i = vf_skip_ws(p, i, n)
+        if i >= n or p[i] != c':':
+            return None
+        i = vf_skip_ws(p, i + 1, n)
+        if i >= n:
+            return None
+        if (key == _K_RHEADERS or key == _K_RBODY) and n - i >= 4 and memcmp(
+            p + i, b"null", 4
+        ) == 0:
+            i += 4  # the pure twin reads null as absent for these two keys
+        elif key == _K_RHEADERS:
+            if p[i] != c'{':
+                return None
+            headers = {}
+            i = vf_skip_ws(p, i + 1, n)
+            if i < n and p[i] == c'}':
+                i += 1
+            else:
+                while True:
+                    if i >= n or p[i] != c'"':
+                        return None
+                    k = _json_str(p, i + 1, n, &e)
+                    if k is None:
+                        return None
+                    i = vf_skip_ws(p, e, n)
+                    if i >= n or p[i] != c':':
+                        return None
+                    i = vf_skip_ws(p, i + 1, n)
+                    if i >= n or p[i] != c'"':
+                        return None
+                    v = _json_str(p, i + 1, n, &e)
+                    if v is None:
+                        return None
+                    PyDict_SetItem(headers, k, v)  # duplicates: last wins, like json
+                    i = vf_skip_ws(p, e, n)
+                    if i < n and p[i] == c',':
+                        i = vf_skip_ws(p, i + 1, n)
+                        continue
+                    if i < n and p[i] == c'}':
+                        i += 1
+                        break
+                    return None
+        else:
+            if p[i] != c'"':
+                return None
+            v = _json_str(p, i + 1, n, &e)
+            if v is None:
+                return None
+            i = e
+            if key == _K_METHOD:
+                method = v
+            elif key == _K_URL:
+                url = v
+            else:
+                body = v
+        i = vf_skip_ws(p, i, n)
+        if i < n and p[i] == c',':
+            i = vf_skip_ws(p, i + 1, n)
+            continue
+        if i < n and p[i] == c'}':
+            i += 1
+            break
+        return None
+    if vf_skip_ws(p, i, n) != n or method is None or url is None or not method or not url:
+        return None
+    if headers is None:
+        headers = {}
+    items[0] = <PyObject *>method
+    items[1] = <PyObject *>url
+    items[2] = <PyObject *>headers
+    items[3] = <PyObject *>body
+    return _named(HTTPRequestPayload, items, 4)
+
+
+def decode_http_request_payload(payload):
+    """Parse the ``http`` connector's request JSON (runtime side)."""
+    if PyBytes_CheckExact(payload):
+        result = _fast_request(payload)
+        if result is not None:
+            return result
+    return _py.decode_http_request_payload(payload)

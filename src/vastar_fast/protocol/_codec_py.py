@@ -52,6 +52,7 @@ __all__ = [
     "encode_health_response",
     "encode_http_request_frame",
     "encode_http_request_payload",
+    "encode_http_response_frame",
     "encode_http_response_payload",
     "encode_stream_chunk",
     "encode_stream_start",
@@ -683,6 +684,19 @@ def encode_http_response_payload(
             "status_code": status_code,
         }
     ).encode("utf-8", "surrogatepass")
+
+
+def encode_http_response_frame(
+    request_id: int,
+    status_code: int,
+    headers: Dict[str, str],
+    body: Union[str, bytes],
+    is_streaming: bool,
+    duration_us: int,
+) -> bytes:
+    """A successful ``http`` ExecuteResponse frame (the runtime's hot path)."""
+    payload = encode_http_response_payload(status_code, headers, body, is_streaming)
+    return encode_execute_response(request_id, 0, None, payload, duration_us)
 
 
 def decode_http_response_payload(payload: bytes) -> HTTPResponsePayload:

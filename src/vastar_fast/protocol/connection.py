@@ -319,8 +319,9 @@ class ServerConnection:
         is_streaming: bool,
         duration_us: int,
     ) -> bytes:
-        payload = codec.encode_http_response_payload(status_code, headers, body, is_streaming)
-        return codec.encode_execute_response(request_id, 0, None, payload, duration_us)
+        return codec.encode_http_response_frame(
+            request_id, status_code, headers, body, is_streaming, duration_us
+        )
 
     @staticmethod
     def send_health(healthy: bool, message: Optional[str], active: int, credits: int) -> bytes:
