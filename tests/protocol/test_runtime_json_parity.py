@@ -43,8 +43,10 @@ def request_documents(draw: st.DrawFn) -> bytes:
     """The request JSON as the released Python/TypeScript SDKs send it, then bent."""
     items: List[Tuple[str, Any]] = [
         ("method", draw(st.one_of(st.sampled_from(["GET", "POST", ""]), json_text, st.none()))),
-        ("url", draw(st.one_of(st.just("https://api.example.com/v1/x?y=1"), json_text,
-                               st.integers()))),  # fmt: skip
+        (
+            "url",
+            draw(st.one_of(st.just("https://api.example.com/v1/x?y=1"), json_text, st.integers())),
+        ),
         (
             "headers",
             draw(
@@ -94,8 +96,24 @@ def test_request_json_mutation_parity(twins: Any, doc: bytes, data: st.DataObjec
     if patched and data.draw(st.booleans()):
         pos = data.draw(st.integers(0, len(patched) - 1))
         patched[pos : pos + 1] = data.draw(
-            st.sampled_from([b"\\", b'"', b"\x00", b"\xff", b"\xed\xa0\x80", b"\\u", b"\\ud800",
-                             b"}", b"{", b"\x1f", b"\xc3", b" ", b"null", b","])  # fmt: skip
+            st.sampled_from(
+                [
+                    b"\\",
+                    b'"',
+                    b"\x00",
+                    b"\xff",
+                    b"\xed\xa0\x80",
+                    b"\\u",
+                    b"\\ud800",
+                    b"}",
+                    b"{",
+                    b"\x1f",
+                    b"\xc3",
+                    b" ",
+                    b"null",
+                    b",",
+                ]
+            )
         )
     doc2 = bytes(patched)
     assert outcome(pure.decode_http_request_payload, doc2) == outcome(
