@@ -96,10 +96,34 @@ def child_env(extra_path: Sequence[str] = ()) -> Dict[str, str]:
     return env
 
 
+def _task_cpu_s(pid: int) -> float:
+    """CPU seconds of every thread of ``pid``: nanosecond schedstat where the kernel has
+    it, else utime + stime in clock ticks (10 ms resolution)."""
+    total = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[0]) / 1e9
+            continue
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
 def tree_cpu_s(pid: int) -> float:
-    """user + system CPU seconds of ``pid`` and every live descendant (Linux /proc)."""
+    """CPU seconds of ``pid`` and every live descendant (Linux /proc)."""
     children: Dict[int, List[int]] = {}
-    stats: Dict[int, Tuple[int, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -109,17 +133,14 @@ def tree_cpu_s(pid: int) -> float:
         except OSError:
             continue
         fields = data[data.rindex(b")") + 2 :].split()
-        p = int(entry)
-        children.setdefault(int(fields[1]), []).append(p)
-        stats[p] = (int(fields[11]), int(fields[12]))
-    total = 0
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total = 0.0
     todo = [pid]
     while todo:
         p = todo.pop()
-        u, s = stats.get(p, (0, 0))
-        total += u + s
+        total += _task_cpu_s(p)
         todo.extend(children.get(p, ()))
-    return total / CLK_TCK
+    return total
 
 
 class Nginx:
