@@ -22,6 +22,9 @@ EXTENSIONS = [
     ("vastar_fast.protocol._codec_c", "src/vastar_fast/protocol/_codec_c.pyx"),
     ("vastar_fast.sse._scanner_c", "src/vastar_fast/sse/_scanner_c.pyx"),
 ]
+# The runtime's request path, written in Cython's pure Python mode: the .py modules are
+# the pure twin and are compiled, unchanged, into vastar_fast.runtime._compiled.
+RUNTIME_TWINS = ["ipc", "pipeline", "shaping", "upstream"]
 
 
 class OptionalBuildExt(build_ext):
@@ -69,7 +72,7 @@ def _extensions() -> list:
         Extension(name, [path], include_dirs=["csrc"], extra_compile_args=extra)
         for name, path in sources
     ]
-    return cythonize(
+    built = cythonize(
         exts,
         compiler_directives={
             "language_level": "3",
@@ -80,6 +83,19 @@ def _extensions() -> list:
         },
         quiet=True,
     )
+    runtime = [
+        Extension(f"vastar_fast.runtime._compiled.{name}", [path], extra_compile_args=extra)
+        for name in RUNTIME_TWINS
+        if os.path.exists(path := f"src/vastar_fast/runtime/{name}.py")
+    ]
+    if runtime:
+        # Python semantics kept (negative indexes, bounds, division): these are ordinary
+        # Python modules that happen to be compiled.
+        built += cythonize(
+            runtime, compiler_directives={"language_level": "3", "embedsignature": True},
+            quiet=True,
+        )  # fmt: skip
+    return built
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})

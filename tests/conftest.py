@@ -62,6 +62,16 @@ def _bindings(twin: str) -> List[Tuple[object, str, object]]:
     out.append((results, "_decode_payload", codec.decode_http_response_payload))
     for package in ("vastar_fast.sse", "vastar_fast"):
         out.append((importlib.import_module(package), "SSEDecoder", scanner.SSEDecoder))
+    # The runtime's request path (an in-process RuntimeServer runs it).
+    engine = _import("vastar_fast.runtime.engine")
+    if engine is not None:
+        package = "vastar_fast.runtime._compiled" if twin == "compiled" else "vastar_fast.runtime"
+        for name in ("ipc", "pipeline", "shaping", "upstream"):
+            mod = _import(f"{package}.{name}")
+            if mod is None:
+                pytest.skip(f"{package}.{name} is not built (python setup.py build_ext --inplace)")
+            out.append((engine, name, mod))
+        out.append((engine, "ACCELERATED", twin == "compiled"))
     return out
 
 

@@ -6,12 +6,14 @@ passed) and handed to an :class:`~.pipeline.Exchange`; HealthChecks are answered
 CancelRequests cancel; invalid messages are answered (and the connection closed when
 the byte stream cannot be trusted any more).
 
-Why asyncio.Protocol rather than streams: reading is a callback (no reader task and no
-StreamReader copy per connection), and every frame is written whole with one
+Why an asyncio protocol rather than streams: reading is a callback (no reader task and
+no StreamReader copy per connection), and every frame is written whole with one
 ``transport.write`` from the loop thread, so writes of concurrent requests on one
 connection are serialised by construction. When the client reads slower than
 upstreams answer (the transport's write buffer passes its high-water mark), streamed
 exchanges pause reading their upstream until it drains.
+
+One of the runtime's twinned request-path modules (see ``upstream.py``).
 """
 
 from __future__ import annotations
@@ -20,20 +22,26 @@ import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Dict, Optional, Set, cast
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..protocol.connection import (
+from vastar_fast.protocol.connection import (
     CancelReceived,
     HealthCheckReceived,
     InvalidMessage,
     RequestReceived,
     ServerConnection,
 )
-from ..types import ErrorClass
+from vastar_fast.types import ErrorClass
+
 from .pipeline import BY_CLIENT, BY_DEADLINE, BY_DISCONNECT, Exchange
 
+try:
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed: the pure twin
+    from vastar_fast import _cython_shim as cython
+
 if TYPE_CHECKING:
-    from .server import Runtime
+    from vastar_fast.runtime.server import Runtime
 
 __all__ = ["IPCConnection"]
 
@@ -47,26 +55,36 @@ _RATE_LIMITED = int(ErrorClass.RATE_LIMITED)
 _TIMEOUT = int(ErrorClass.TIMEOUT)
 _INVALID = int(ErrorClass.INVALID_REQUEST)
 _send_response = ServerConnection.send_response
+_send_health = ServerConnection.send_health
 _perf = time.perf_counter
 _wall = time.time
 
 
-class IPCConnection(asyncio.Protocol):
-    """One client connection: decodes frames, admits requests, writes answers."""
+@cython.cclass
+class IPCConnection:
+    """One client connection (an asyncio protocol): admits requests, writes answers."""
+
+    rt = cython.declare(object, visibility="public")
+    sc = cython.declare(object, visibility="public")
+    requests = cython.declare(dict, visibility="public")
+    transport = cython.declare(object, visibility="public")
+    credits = cython.declare(cython.longlong, visibility="public")
+    paused = cython.declare(cython.bint, visibility="public")
+    paused_exchanges = cython.declare(set, visibility="public")
+    announced: cython.bint
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.sc = ServerConnection()
-        self.requests: Dict[int, Exchange] = {}
-        self.transport: Optional[asyncio.Transport] = None
+        self.requests = {}
+        self.transport = None
         self.credits = runtime.settings.limits.credits_per_connection
         self.announced = False
         self.paused = False
-        self.paused_exchanges: Set[Exchange] = set()
+        self.paused_exchanges = set()
 
     # ------------------------------------------------------------ transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -74,7 +92,7 @@ class IPCConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        transport.set_write_buffer_limits(high=_HIGH_WATER)  # type: ignore[attr-defined]
         self.rt.connections.add(self)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
@@ -83,12 +101,16 @@ class IPCConnection(asyncio.Protocol):
         for ex in list(self.requests.values()):
             ex.cancel(BY_DISCONNECT)
 
+    def eof_received(self) -> bool:
+        return False
+
     def pause_writing(self) -> None:
         self.paused = True
 
     def resume_writing(self) -> None:
         self.paused = False
-        paused, self.paused_exchanges = self.paused_exchanges, set()
+        paused = self.paused_exchanges
+        self.paused_exchanges = set()
         for ex in paused:
             ex.resume()
 
@@ -96,11 +118,11 @@ class IPCConnection(asyncio.Protocol):
         for event in self.sc.receive_data(data):
             kind = type(event)
             if kind is RequestReceived:
-                self._start(event)  # type: ignore[arg-type]
+                self._start(event)
             elif kind is HealthCheckReceived:
                 rt = self.rt
                 self.write(
-                    ServerConnection.send_health(
+                    _send_health(
                         not rt.stopping,
                         "shutting down" if rt.stopping else "ok",
                         rt.active,
@@ -108,11 +130,11 @@ class IPCConnection(asyncio.Protocol):
                     )
                 )
             elif kind is CancelReceived:
-                ex = self.requests.get(event.request_id)  # type: ignore[union-attr]
+                ex = self.requests.get(event.request_id)
                 if ex is not None:
                     ex.cancel(BY_CLIENT)
             elif kind is InvalidMessage:
-                self._invalid(event)  # type: ignore[arg-type]
+                self._invalid(event)
 
     # ------------------------------------------------------------ writing
     def write(self, frame: bytes) -> None:
@@ -124,8 +146,9 @@ class IPCConnection(asyncio.Protocol):
             transport.write(self.sc.send_credit_update(self.credits, self.credits))
         transport.write(frame)
 
-    def _invalid(self, event: InvalidMessage) -> None:
-        message = event.message
+    @cython.cfunc
+    def _invalid(self, event: Any) -> None:
+        message: str = event.message
         if event.fatal:
             if not message.startswith("Invalid FlatBuffers message"):
                 message = f"Invalid frame: {message}; closing the connection"
@@ -143,10 +166,12 @@ class IPCConnection(asyncio.Protocol):
             self.transport.close()  # flushes the answer first
 
     # ------------------------------------------------------------ admission
-    def _refuse(self, rid: int, error_class: int, message: str) -> None:
+    @cython.cfunc
+    def _refuse(self, rid: Any, error_class: int, message: str) -> None:
         self.write(_send_response(rid, error_class, message, None, 0))
 
-    def _start(self, event: RequestReceived) -> None:
+    @cython.cfunc
+    def _start(self, event: Any) -> None:
         frame = event.frame
         rid = frame.request_id
         rt = self.rt
@@ -167,12 +192,13 @@ class IPCConnection(asyncio.Protocol):
             self._refuse(rid, _INVALID, f"request_id {rid} is already in flight on this "
                          "connection; use a new request_id for every request")  # fmt: skip
             return
-        t0 = _perf()
+        t0: float = _perf()
         loop = rt.loop
-        now = loop.time()
+        now: float = loop.time()
         deadline_ms = frame.deadline_at_ms
+        deadline: float
         if deadline_ms:
-            left = deadline_ms / 1000.0 - _wall()
+            left: float = deadline_ms / 1000.0 - _wall()
             if left <= 0:
                 self._refuse(
                     rid,

@@ -7,45 +7,42 @@ path ends in :meth:`Exchange._finish`, which runs once: it writes the terminal
 ExecuteResponse (unless the client is gone), releases the credit, the tenant's count
 and the daemon's in-flight count, and records the metrics.
 
+Answers are encoded by the codec directly (``ServerConnection``'s static ``send_*``
+helpers are the same functions, one call deeper).
+
 Steps: validate (connector, payload JSON, method, URL, tenant policy, headers) ->
 admit through the host's circuit breaker -> an upstream connection (idle, or connected
 for us) -> write the request -> the answer: status and headers (streamed: StreamStart),
 body (streamed: a StreamChunk per piece as it arrives, reading paused while the client
 is slower than the upstream) -> the terminal answer. A failed attempt is retried per
 :mod:`.retry` until it succeeds, may not be retried, or the deadline comes.
+
+One of the runtime's twinned request-path modules (see ``upstream.py``).
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
-from ..errors import ProtocolError
-from ..protocol import codec
-from ..protocol.connection import ServerConnection
-from ..types import MAX_PAYLOAD_SIZE, ErrorClass
-from .breaker import Breaker, BreakerOpen
-from .policy import PolicyEngine, TenantState
-from .redact import redact_headers, redact_url
-from .shaping import (
-    METHOD_LIST,
-    METHODS,
-    Fail,
-    Target,
-    build_request,
-    is_sse,
-    parse_target,
-    response_headers,
-)
-from .upstream import PoolKey, ResponseSink, UpstreamConnection, UpstreamFailure
+from vastar_fast.errors import ProtocolError
+from vastar_fast.protocol import codec
+from vastar_fast.runtime.breaker import BreakerOpen
+from vastar_fast.runtime.policy import PolicyEngine
+from vastar_fast.runtime.redact import redact_headers, redact_url
+from vastar_fast.types import MAX_PAYLOAD_SIZE, ErrorClass
+
+from .shaping import METHOD_LIST, METHODS, Fail, build_request, is_sse, response_headers, target_of
+from .upstream import UpstreamConnection, UpstreamFailure, Waiter
+
+try:
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed: the pure twin
+    from vastar_fast import _cython_shim as cython
 
 if TYPE_CHECKING:
-    import asyncio
-
-    from .ipc import IPCConnection
-    from .server import Runtime
+    from vastar_fast.runtime.server import Runtime
 
 __all__ = ["BY_CLIENT", "BY_DEADLINE", "BY_DISCONNECT", "BY_SHUTDOWN", "Exchange"]
 
@@ -64,62 +61,50 @@ _INVALID = int(ErrorClass.INVALID_REQUEST)
 _CHUNK_MAX = 1024 * 1024
 """Largest StreamChunk data; far below the 10 MiB frame cap."""
 
-_send_response = ServerConnection.send_response
-_send_http_response = ServerConnection.send_http_response
-_send_stream_start = ServerConnection.send_stream_start
-_send_stream_chunk = ServerConnection.send_stream_chunk
+_encode_response = codec.encode_execute_response
+_encode_http_response = codec.encode_http_response_frame
+_encode_stream_start = codec.encode_stream_start
+_encode_stream_chunk = codec.encode_stream_chunk
+_decode_payload = codec.decode_http_request_payload
 _perf = time.perf_counter
 
-_TARGETS: Dict[str, Target] = {}
-_TARGETS_MAX = 4096
 
-
-def target_of(url: str) -> Target:
-    """:func:`parse_target` with a bounded cache (most clients repeat their URLs)."""
-    target = _TARGETS.get(url)
-    if target is None:
-        target = parse_target(url)
-        if len(_TARGETS) >= _TARGETS_MAX:
-            _TARGETS.clear()
-        _TARGETS[url] = target
-    return target
-
-
-class Exchange(ResponseSink):
+@cython.cclass
+class Exchange:
     """The life of one request in flight."""
 
-    __slots__ = (
-        "_headers",
-        "_sse",
-        "attempts",
-        "breaker",
-        "conn",
-        "deadline",
-        "done",
-        "extended_stream",
-        "ipc",
-        "is_head",
-        "method",
-        "pool_key",
-        "probe",
-        "reason",
-        "request_bytes",
-        "retry_timer",
-        "rid",
-        "rt",
-        "ssl_ctx",
-        "status",
-        "stream_started",
-        "t0",
-        "target",
-        "tenant",
-        "tenant_id",
-        "timer",
-        "waiter",
-    )
+    rid = cython.declare(object, visibility="public")
+    done = cython.declare(cython.bint, visibility="public")
+    reason = cython.declare(object, visibility="public")
+    timer = cython.declare(object, visibility="public")
+    """The deadline's TimerHandle (set by the connection that admitted the request)."""
+    stream_started = cython.declare(cython.bint, visibility="public")
+    rt: Any
+    ipc: Any
+    tenant_id: str
+    extended_stream: cython.bint
+    deadline: cython.double
+    t0: cython.double
+    retry_timer: Any
+    waiter: Any
+    conn: Any
+    tenant: Any
+    breaker: Any
+    probe: cython.bint
+    attempts: cython.int
+    status: cython.int
+    method: str
+    is_head: cython.bint
+    request_bytes: bytes
+    pool_key: tuple
+    ssl_ctx: Any
+    target: Any
+    limit: cython.longlong
+    _headers: dict
+    _sse: cython.bint
 
     def __init__(
-        self, rt: Runtime, ipc: IPCConnection, rid: int, tenant_id: str, stream: bool,
+        self, rt: Runtime, ipc: Any, rid: int, tenant_id: str, stream: bool,
         deadline: float, t0: float,
     ) -> None:  # fmt: skip
         self.rt = rt
@@ -130,13 +115,13 @@ class Exchange(ResponseSink):
         self.deadline = deadline
         self.t0 = t0
         self.done = False
-        self.reason: Optional[str] = None
-        self.timer: Optional[asyncio.TimerHandle] = None
-        self.retry_timer: Optional[asyncio.TimerHandle] = None
-        self.waiter: Optional[object] = None
-        self.conn: Optional[UpstreamConnection] = None
-        self.tenant: Optional[TenantState] = None
-        self.breaker: Optional[Breaker] = None
+        self.reason = None
+        self.timer = None
+        self.retry_timer = None
+        self.waiter = None
+        self.conn = None
+        self.tenant = None
+        self.breaker = None
         self.probe = False
         self.attempts = 0
         self.stream_started = False
@@ -144,10 +129,11 @@ class Exchange(ResponseSink):
         self.method = ""
         self.is_head = False
         self.request_bytes = b""
-        self.pool_key: PoolKey = ("", "", 0, None)
-        self.ssl_ctx: Optional[ssl.SSLContext] = None
-        self.target: Optional[Target] = None
-        self._headers: Dict[str, str] = {}
+        self.pool_key = ()
+        self.ssl_ctx = None
+        self.target = None
+        self.limit = 0
+        self._headers = {}
         self._sse = False
 
     # ---------------------------------------------------------------- start
@@ -155,51 +141,56 @@ class Exchange(ResponseSink):
         try:
             self._prepare(frame)
         except Fail as fail:
-            self._finish(fail.error_class, _send_response(self.rid, fail.error_class,
-                                                          fail.message, None, self._us()))  # fmt: skip
+            self._finish(fail.error_class, _encode_response(self.rid, fail.error_class,
+                                                            fail.message, None, self._us()))  # fmt: skip
             return
         except Exception as exc:  # a bug: answer anyway, never leave a request hanging
             self._internal_error(exc)
             return
         self._attempt()
 
-    def _prepare(self, frame: codec.ExecuteRequestFrame) -> None:
+    @cython.cfunc
+    def _prepare(self, frame: Any) -> None:
         if frame.connector_name != "http" or frame.operation != "request":
             raise Fail(
                 _INVALID,
                 f"unknown connector {frame.connector_name!r} / operation {frame.operation!r}: "
                 "this runtime provides connector 'http' with operation 'request'",
             )
+        payload = frame.payload
         try:
-            http = codec.decode_http_request_payload(frame.payload)
+            http = _decode_payload(payload)
         except ProtocolError as exc:
             raise Fail(
                 _INVALID,
                 f"{exc}; send a JSON object "
                 '{"method": "GET", "url": "https://...", "headers": {...}, "body": "..."}',
             ) from None
-        method = http.method.upper()
+        method: str = http.method
         if method not in METHODS:
-            raise Fail(
-                _INVALID, f"unsupported HTTP method {http.method!r}; use one of {METHOD_LIST}"
-            )
+            method = method.upper()
+            if method not in METHODS:
+                raise Fail(
+                    _INVALID, f"unsupported HTTP method {http.method!r}; use one of {METHOD_LIST}"
+                )
         target = target_of(http.url)
         rt = self.rt
         tenant = rt.policy.tenant(frame.tenant_id)
-        denial = PolicyEngine.check(tenant, target.host, target.port, len(frame.payload))
+        denial = PolicyEngine.check(tenant, target.host, target.port, len(payload))
         if denial is not None:
             raise Fail(int(denial[0]), denial[1])
-        body = http.body.encode("utf-8") if http.body else b""
+        text: str = http.body
+        body = text.encode("utf-8") if text else b""
         self.request_bytes = build_request(method, target, http.headers, body)
         self.method = method
         self.is_head = method == "HEAD"
         self.target = target
+        tls_key = None
         if target.tls:
             tls_key, self.ssl_ctx = rt.pool.ssl_for(tenant.policy)
-        else:
-            tls_key = None
         self.pool_key = (target.scheme, target.host, target.port, tls_key)
         self.breaker = rt.breakers.get(target.host_key)
+        self.limit = tenant.policy.max_response_bytes
         tenant.in_flight += 1
         self.tenant = tenant
         if rt.debug:
@@ -215,23 +206,19 @@ class Exchange(ResponseSink):
         if self.done:
             return
         self.attempts += 1
-        breaker = self.breaker
-        assert breaker is not None and self.target is not None
         try:
-            self.probe = breaker.check()
+            self.probe = self.breaker.check()
         except BreakerOpen as exc:
             tail = f" (after {self.attempts - 1} attempts)" if self.attempts > 1 else ""
             self._fail_with(_TRANSIENT, exc.message + tail)
             return
         target = self.target
-        conn, waiter = self.rt.pool.acquire(
-            self.pool_key, target.host, target.port, self.ssl_ctx, target.host_key,
-            self._connected,
-        )  # fmt: skip
-        if conn is not None:
-            self._send(conn)
+        got = self.rt.pool.acquire(self.pool_key, target.host, target.port, self.ssl_ctx,
+                                   target.host_key, self._connected)  # fmt: skip
+        if type(got) is UpstreamConnection:
+            self._send(got)
         else:
-            self.waiter = waiter
+            self.waiter = got
 
     def _connected(
         self, conn: Optional[UpstreamConnection], failure: Optional[UpstreamFailure]
@@ -244,16 +231,14 @@ class Exchange(ResponseSink):
         if failure is not None:
             self.on_fail(failure)
         else:
-            assert conn is not None
             self._send(conn)
 
-    def _send(self, conn: UpstreamConnection) -> None:
+    @cython.cfunc
+    def _send(self, conn: Any) -> None:
         self.conn = conn
-        assert self.tenant is not None
-        conn.send(self.request_bytes, self, self.is_head, self.tenant.policy.max_response_bytes,
-                  self.extended_stream)  # fmt: skip
+        conn.send(self.request_bytes, self, self.is_head, self.limit, self.extended_stream)
 
-    # ---------------------------------------------------------------- the answer
+    # ---------------------------------------------------------------- the answer (sink)
     def on_head(self, status: int, headers: List[Tuple[bytes, bytes]], decoded: bool) -> None:
         if self.done:
             return
@@ -262,11 +247,10 @@ class Exchange(ResponseSink):
         self._headers = shaped
         self._sse = is_sse(shaped)
         if self.extended_stream:
-            assert self.breaker is not None
             self.breaker.record_success()
             self.probe = False
             self.stream_started = True
-            self.ipc.write(_send_stream_start(self.rid, status, shaped, self._sse))
+            self.ipc.write(_encode_stream_start(self.rid, status, list(shaped.items()), self._sse))
 
     def on_body(self, data: bytes) -> None:
         if self.done:
@@ -274,10 +258,10 @@ class Exchange(ResponseSink):
         ipc = self.ipc
         rid = self.rid
         if len(data) <= _CHUNK_MAX:
-            ipc.write(_send_stream_chunk(rid, data))
+            ipc.write(_encode_stream_chunk(rid, data))
         else:
             for i in range(0, len(data), _CHUNK_MAX):
-                ipc.write(_send_stream_chunk(rid, data[i : i + _CHUNK_MAX]))
+                ipc.write(_encode_stream_chunk(rid, data[i : i + _CHUNK_MAX]))
         if ipc.paused and self.conn is not None:
             self.conn.pause_reading()  # the client is slower than the upstream
             ipc.paused_exchanges.add(self)
@@ -293,14 +277,13 @@ class Exchange(ResponseSink):
             return
         try:
             if self.extended_stream:
-                frame = _send_http_response(self.rid, self.status, self._headers, "", self._sse,
-                                            self._us())  # fmt: skip
+                frame = _encode_http_response(self.rid, self.status, self._headers, b"",
+                                              self._sse, self._us())  # fmt: skip
             else:
-                assert self.breaker is not None
                 self.breaker.record_success()
                 self.probe = False
-                frame = _send_http_response(self.rid, self.status, self._headers, body,
-                                            self._sse, self._us())  # fmt: skip
+                frame = _encode_http_response(self.rid, self.status, self._headers, body,
+                                              self._sse, self._us())  # fmt: skip
                 if len(frame) - 4 > MAX_PAYLOAD_SIZE:
                     self._fail_with(
                         _PERMANENT,
@@ -320,7 +303,6 @@ class Exchange(ResponseSink):
         if self.done:
             return
         breaker = self.breaker
-        assert breaker is not None
         if failure.host_fault:
             breaker.record_failure()
         elif self.probe:
@@ -342,7 +324,6 @@ class Exchange(ResponseSink):
 
     def too_big(self, size: int, at_least: bool) -> str:
         tenant = self.tenant
-        assert tenant is not None
         return (
             f"the upstream response is {'over ' if at_least else ''}{size} bytes, more than "
             f"tenant {tenant.name!r}'s limit of {tenant.policy.max_response_bytes} bytes "
@@ -359,12 +340,12 @@ class Exchange(ResponseSink):
         self._abandon_upstream()
         rid = self.rid
         if reason == BY_CLIENT:
-            self._finish(_PERMANENT, _send_response(rid, _PERMANENT, "cancelled by client", None,
-                                                    self._us()))  # fmt: skip
+            self._finish(_PERMANENT, _encode_response(rid, _PERMANENT, "cancelled by client",
+                                                      None, self._us()))  # fmt: skip
         elif reason == BY_DEADLINE:
             self._finish(
                 _TIMEOUT,
-                _send_response(
+                _encode_response(
                     rid,
                     _TIMEOUT,
                     f"deadline passed after {self._us() / 1000:.0f} ms before the upstream "
@@ -378,7 +359,7 @@ class Exchange(ResponseSink):
         elif reason == BY_SHUTDOWN:
             self._finish(
                 _TRANSIENT,
-                _send_response(
+                _encode_response(
                     rid,
                     _TRANSIENT,
                     "the runtime shut down before this request finished (grace period "
@@ -390,14 +371,19 @@ class Exchange(ResponseSink):
         else:  # the client went away: nobody to answer
             self._finish(_TRANSIENT, None)
 
+    @cython.cfunc
     def _abandon_upstream(self) -> None:
-        conn, self.conn = self.conn, None
+        conn = self.conn
+        self.conn = None
         if conn is not None:
             conn.abort()  # a half-done exchange: the connection is never reused
-        waiter, self.waiter = self.waiter, None
+        waiter = self.waiter
+        self.waiter = None
         if waiter is not None:
-            waiter.cancelled = True  # type: ignore[attr-defined]
-        timer, self.retry_timer = self.retry_timer, None
+            w: Waiter = waiter
+            w.cancelled = True
+        timer = self.retry_timer
+        self.retry_timer = None
         if timer is not None:
             timer.cancel()
         if self.probe and self.breaker is not None:
@@ -405,10 +391,13 @@ class Exchange(ResponseSink):
             self.probe = False
 
     # ---------------------------------------------------------------- endings
+    @cython.cfunc
     def _fail_with(self, error_class: int, message: str) -> None:
         self._abandon_upstream()
-        self._finish(error_class, _send_response(self.rid, error_class, message, None, self._us()))
+        self._finish(error_class, _encode_response(self.rid, error_class, message, None,
+                                                   self._us()))  # fmt: skip
 
+    @cython.cfunc
     def _internal_error(self, exc: BaseException) -> None:
         log.error("internal error handling request %d", self.rid, exc_info=exc)
         self._fail_with(
@@ -417,6 +406,7 @@ class Exchange(ResponseSink):
             "persists",
         )
 
+    @cython.cfunc
     def _finish(self, error_class: int, frame: Optional[bytes]) -> None:
         """The single end of every request."""
         if self.done:
@@ -427,19 +417,19 @@ class Exchange(ResponseSink):
             timer.cancel()
         ipc = self.ipc
         ipc.requests.pop(self.rid, None)
-        ipc.paused_exchanges.discard(self)
+        if ipc.paused_exchanges:
+            ipc.paused_exchanges.discard(self)
         tenant = self.tenant
         if tenant is not None:
             tenant.in_flight -= 1
-        rt = self.rt
         if frame is not None:
             ipc.write(frame)
-        rt.request_finished()
-        seconds = _perf() - self.t0
-        rt.metrics.observe(self.tenant_id, error_class, seconds)
+        rt = self.rt
+        rt.request_finished(self.tenant_id, error_class, _perf() - self.t0)
         if rt.debug:
             log.debug("request %d done: error_class=%d in %dus", self.rid, error_class,
-                      int(seconds * 1e6))  # fmt: skip
+                      self._us())  # fmt: skip
 
-    def _us(self) -> int:
+    @cython.cfunc
+    def _us(self) -> object:
         return int((_perf() - self.t0) * 1e6)

@@ -9,7 +9,9 @@ Modules, by concern: ``ipc.py`` (the per-connection protocol: credits, health, i
 messages), ``pipeline.py`` (one request: exchange, streaming, cancellation),
 ``retry.py`` (the retry policy), ``shaping.py`` (what goes upstream, the answer's
 shape), ``upstream.py`` (the HTTP/1.1 client and its pools), ``listen.py`` (socket
-binding), ``breaker.py``, ``policy.py``, ``metrics.py``, ``config.py``.
+binding), ``breaker.py``, ``policy.py``, ``metrics.py``, ``config.py``. The first four
+are the request path, compiled when a compiler was available (``engine.py`` picks the
+twin).
 """
 
 from __future__ import annotations
@@ -18,17 +20,15 @@ import asyncio
 import logging
 import os
 import socket
-from typing import List, Optional, Set, Tuple
+from typing import Any, List, Optional, Set, Tuple
 
+from . import engine
 from .breaker import Breakers
 from .config import RuntimeSettings
-from .ipc import IPCConnection
 from .listen import SocketInUseError, bind_tcp, bind_unix
 from .metrics import Metrics, create_metrics
-from .pipeline import BY_SHUTDOWN
 from .policy import PolicyEngine
 from .retry import RetryPolicy
-from .upstream import UpstreamPool
 
 __all__ = ["Runtime", "SocketInUseError"]
 
@@ -61,9 +61,11 @@ class Runtime:
         self.default_deadline_s = settings.limits.default_deadline_ms / 1000.0
         self.stopping = False
         self.active = 0
-        self.connections: Set[IPCConnection] = set()
+        self.connections: Set[Any] = set()
+        """The live client connections (``IPCConnection`` of the serving twin)."""
         self.policy = PolicyEngine(settings)
         self.metrics: Metrics = Metrics()
+        self._metrics_on = False
         self.breakers = Breakers(
             settings.breaker.failure_threshold,
             settings.breaker.reset_timeout_s,
@@ -77,7 +79,8 @@ class Runtime:
         self._stop_requested: Optional[asyncio.Event] = None
         self._idle: Optional[asyncio.Event] = None
         self._abandon: Optional[asyncio.Event] = None
-        self.pool: UpstreamPool = None  # type: ignore[assignment]
+        self.pool: Any = None
+        """The upstream connection pool (``UpstreamPool`` of the serving twin)."""
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------ lifecycle
@@ -86,10 +89,9 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self.debug = log.isEnabledFor(logging.DEBUG)
         self._stop_requested = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle = asyncio.Event()  # set by the last request to finish while stopping
         self._abandon = asyncio.Event()
-        self.pool = UpstreamPool(self.loop, self.settings.http)
+        self.pool = engine.upstream.UpstreamPool(self.loop, self.settings.http)
         for policy in self.settings.tenants.values():
             self.pool.ssl_for(policy)  # a bad ca_file fails now, not per request
         try:
@@ -104,6 +106,7 @@ class Runtime:
                 await self._serve_socket(bind_tcp(*self.tcp))
             if self.settings.metrics_port is not None:
                 self.metrics = create_metrics(self.settings.metrics_port)
+                self._metrics_on = True
         except BaseException:
             await self._close_listeners()
             await self.pool.close()
@@ -113,9 +116,11 @@ class Runtime:
     async def _serve_socket(self, sock: socket.socket) -> None:
         loop = self.loop
         if sock.family == socket.AF_UNIX:
-            server = await loop.create_unix_server(lambda: IPCConnection(self), sock=sock)
+            server = await loop.create_unix_server(
+                lambda: engine.ipc.IPCConnection(self), sock=sock
+            )
         else:
-            server = await loop.create_server(lambda: IPCConnection(self), sock=sock)
+            server = await loop.create_server(lambda: engine.ipc.IPCConnection(self), sock=sock)
             self.tcp_port = sock.getsockname()[1]
         self._servers.append(server)
 
@@ -172,7 +177,7 @@ class Runtime:
                 )
                 for conn in list(self.connections):
                     for ex in list(conn.requests.values()):
-                        ex.cancel(BY_SHUTDOWN)
+                        ex.cancel(engine.pipeline.BY_SHUTDOWN)
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()  # flushes the last answers first
@@ -210,15 +215,17 @@ class Runtime:
     # ------------------------------------------------------------ accounting
     def request_started(self) -> None:
         self.active += 1
-        if self.active == 1 and self._idle is not None:
-            self._idle.clear()
-        self.metrics.in_flight(1)
+        if self._metrics_on:
+            self.metrics.in_flight(1)
 
-    def request_finished(self) -> None:
+    def request_finished(self, tenant_id: str, error_class: int, seconds: float) -> None:
+        """One request got its terminal answer (called by the pipeline, exactly once)."""
         self.active -= 1
-        if self.active == 0 and self._idle is not None:
+        if self.active == 0 and self.stopping and self._idle is not None:
             self._idle.set()
-        self.metrics.in_flight(-1)
+        if self._metrics_on:
+            self.metrics.in_flight(-1)
+            self.metrics.observe(tenant_id, error_class, seconds)
 
     def _breaker_changed(self, host: str, state: str) -> None:
         if state == "open":

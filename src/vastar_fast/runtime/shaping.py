@@ -6,6 +6,8 @@ Transfer-Encoding, Connection and other hop-by-hop headers are not forwarded: th
 is shared by every tenant, so a client must not be able to frame or route a request
 differently from what the runtime checked). Inbound: the released runtime's header
 shape (lower-cased names, repeated headers joined with ", ", values as UTF-8 text).
+
+One of the runtime's twinned request-path modules (see ``upstream.py``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
-from ..types import ErrorClass
-from .redact import redact_url
+from vastar_fast.runtime.redact import redact_url
+from vastar_fast.types import ErrorClass
+
+try:
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed: the pure twin
+    from vastar_fast import _cython_shim as cython
 
 __all__ = [
     "METHODS",
+    "METHOD_LIST",
     "OWNED_HEADERS",
     "Fail",
     "Target",
@@ -26,6 +34,7 @@ __all__ = [
     "is_sse",
     "parse_target",
     "response_headers",
+    "target_of",
 ]
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
@@ -96,8 +105,7 @@ def parse_target(url: str) -> Target:
         except UnicodeError as exc:
             raise Fail(_INVALID, f"url {redact_url(url)!r} has an invalid host name ({exc})"
                        ) from None  # fmt: skip
-    ipv6 = ":" in host
-    shown = f"[{host}]" if ipv6 else host
+    shown = f"[{host}]" if ":" in host else host
     if not _HOST(shown):
         raise Fail(_INVALID, f"url {redact_url(url)!r} has an invalid host {host!r}")
     tls = scheme == "https"
@@ -106,7 +114,7 @@ def parse_target(url: str) -> Target:
         port = default
     path = parts.path or "/"
     query = parts.query
-    target = f"{path}?{query}" if query or url.endswith("?") else path
+    target = f"{path}?{query}" if query else path
     if not _PLAIN_TARGET(target):
         path = quote(path, safe=_PATH_SAFE)
         target = f"{path}?{quote(query, safe=_QUERY_SAFE)}" if query else path
@@ -114,9 +122,25 @@ def parse_target(url: str) -> Target:
     return Target(scheme, host, port, tls, target, host_header, f"{scheme}://{shown}:{port}")
 
 
+_TARGETS: Dict[str, Target] = {}
+_TARGETS_MAX = 4096
+
+
+def target_of(url: str) -> Target:
+    """:func:`parse_target` with a bounded cache (most clients repeat their URLs)."""
+    target = _TARGETS.get(url)
+    if target is None:
+        target = parse_target(url)
+        if len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.clear()
+        _TARGETS[url] = target
+    return target
+
+
 def build_request(method: str, target: Target, headers: Dict[str, str], body: bytes) -> bytes:
     """The bytes of one HTTP/1.1 request, head and body, or raise :class:`Fail`."""
-    parts = [method, " ", target.request_target, " HTTP/1.1\r\nHost: ", target.host_header, "\r\n"]
+    parts: List[str] = [method, " ", target.request_target, " HTTP/1.1\r\nHost: ",
+                        target.host_header, "\r\n"]  # fmt: skip
     accept = False
     for name, value in headers.items():
         lower = name.lower()
@@ -130,11 +154,16 @@ def build_request(method: str, target: Target, headers: Dict[str, str], body: by
             )
         if lower == "accept":
             accept = True
-        parts += (name, ": ", value, "\r\n")
+        parts.append(name)
+        parts.append(": ")
+        parts.append(value)
+        parts.append("\r\n")
     if not accept:
         parts.append("Accept: */*\r\n")  # what aiohttp and the released runtime's reqwest send
     if body or method in _BODY_METHODS:
-        parts += ("Content-Length: ", str(len(body)), "\r\n")
+        parts.append("Content-Length: ")
+        parts.append(str(len(body)))
+        parts.append("\r\n")
     parts.append("\r\n")
     head = "".join(parts).encode("utf-8")
     return head + body if body else head
@@ -162,13 +191,18 @@ def response_headers(raw: List[Tuple[bytes, bytes]], decoded: bool) -> Dict[str,
             cache[rname] = name
         value = rvalue.decode("utf-8", "replace")
         prev = out.get(name)
-        out[name] = value if prev is None else f"{prev}, {value}"
+        out[name] = value if prev is None else prev + ", " + value
     if decoded:
         out.pop("content-encoding", None)
         out.pop("content-length", None)
     return out
 
 
-def is_sse(headers: Dict[str, str]) -> bool:
+@cython.ccall
+def is_sse(headers: dict) -> cython.bint:
     ctype: Optional[str] = headers.get("content-type")
-    return ctype is not None and ctype.split(";", 1)[0].strip().lower() == "text/event-stream"
+    if ctype is None:
+        return False
+    if ctype == "text/event-stream":
+        return True
+    return ctype.split(";", 1)[0].strip().lower() == "text/event-stream"

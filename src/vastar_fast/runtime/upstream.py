@@ -1,4 +1,4 @@
-"""The upstream HTTP/1.1 client: keep-alive pools per host on ``asyncio.Protocol`` with
+"""The upstream HTTP/1.1 client: keep-alive pools per host on an asyncio protocol with
 the llhttp parser (``httptools``), callbacks all the way (no task per request).
 
 Why not aiohttp's ``ClientSession`` (what the runtime used before): measured inside a
@@ -21,6 +21,11 @@ slow client; a connection whose exchange is abandoned is closed, never reused.
 Not handled, on purpose: HTTP/2 (ALPN offers only http/1.1), proxies (the runtime never
 read proxy settings from its environment), content encodings other than gzip/deflate
 (passed through with their headers intact).
+
+This module is one of the runtime's twinned request-path modules: run as Python it is
+the pure twin; ``setup.py`` compiles the same source with Cython (pure Python mode:
+the ``cython`` decorators and types) into ``vastar_fast.runtime._compiled.upstream``.
+Sibling modules are imported relatively so each twin uses its own siblings.
 """
 
 from __future__ import annotations
@@ -32,12 +37,17 @@ import socket
 import ssl
 import zlib
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 import httptools
 
-from ..types import ErrorClass
-from .config import HTTPSettings, TenantPolicy
+from vastar_fast.runtime.config import HTTPSettings, TenantPolicy
+from vastar_fast.types import ErrorClass
+
+try:
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed: the pure twin
+    from vastar_fast import _cython_shim as cython
 
 __all__ = [
     "PoolKey",
@@ -45,6 +55,7 @@ __all__ = [
     "UpstreamConnection",
     "UpstreamFailure",
     "UpstreamPool",
+    "Waiter",
     "classify_connect_error",
 ]
 
@@ -53,10 +64,10 @@ log = logging.getLogger("vastar_fast.runtime")
 PoolKey = Tuple[str, str, int, Any]
 """(scheme, host, port, TLS settings key): connections are shared only within a key."""
 
-_RESOURCE_ERRNOS = frozenset(
-    e for e in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM) if e is not None
-)
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _DECODED = frozenset((b"gzip", b"x-gzip", b"deflate"))
+_TRANSIENT = ErrorClass.TRANSIENT
+_PERMANENT = ErrorClass.PERMANENT
 
 
 class UpstreamFailure(Exception):
@@ -81,7 +92,7 @@ def classify_connect_error(exc: BaseException, where: str, timeout_s: float) -> 
     """What a failed connect (DNS, TCP, TLS handshake) means for the caller."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return UpstreamFailure(
-            ErrorClass.PERMANENT,
+            _PERMANENT,
             f"TLS certificate verification failed for {where}: {exc.verify_message or exc}; "
             "fix the upstream certificate or give the tenant a ca_file in the runtime config",
             False,
@@ -89,7 +100,7 @@ def classify_connect_error(exc: BaseException, where: str, timeout_s: float) -> 
         )
     if isinstance(exc, ssl.SSLError):
         return UpstreamFailure(
-            ErrorClass.PERMANENT,
+            _PERMANENT,
             f"TLS handshake with {where} failed: {exc.reason or exc}; check that the URL's "
             "port speaks TLS and that the upstream accepts TLS 1.2 or later",
             False,
@@ -97,7 +108,7 @@ def classify_connect_error(exc: BaseException, where: str, timeout_s: float) -> 
         )
     if isinstance(exc, socket.gaierror):
         return UpstreamFailure(
-            ErrorClass.TRANSIENT,
+            _TRANSIENT,
             f"cannot resolve the host of {where} (DNS: {exc.strerror or exc}); check the URL's "
             "host name, or retry if DNS is flaky",
             True,
@@ -105,7 +116,7 @@ def classify_connect_error(exc: BaseException, where: str, timeout_s: float) -> 
         )
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return UpstreamFailure(
-            ErrorClass.TRANSIENT,
+            _TRANSIENT,
             f"connecting to {where} timed out after {timeout_s:g}s (http.connect_timeout_s); "
             "retry later",
             True,
@@ -113,7 +124,7 @@ def classify_connect_error(exc: BaseException, where: str, timeout_s: float) -> 
         )
     if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
         return UpstreamFailure(
-            ErrorClass.TRANSIENT,
+            _TRANSIENT,
             f"the runtime ran out of a local resource connecting to {where} "
             f"({exc.strerror or exc}); this is not the upstream's fault: lower the load or "
             "raise the runtime's limits (open files), then retry",
@@ -122,14 +133,14 @@ def classify_connect_error(exc: BaseException, where: str, timeout_s: float) -> 
         )
     if isinstance(exc, OSError):
         return UpstreamFailure(
-            ErrorClass.TRANSIENT,
+            _TRANSIENT,
             f"cannot connect to {where}: {exc.strerror or exc}; is the upstream running and "
             "reachable? Retry later",
             True,
             True,
         )
     return UpstreamFailure(
-        ErrorClass.TRANSIENT,
+        _TRANSIENT,
         f"connecting to {where} failed unexpectedly ({type(exc).__name__}: {exc}); retry, and "
         "report it if it persists",
         True,
@@ -164,10 +175,12 @@ class ResponseSink:
         raise NotImplementedError
 
 
+class _HeadDone(Exception):
+    """Raised in a parser callback to end the answer to HEAD after its headers."""
+
+
 class _Decoder:
     """gzip / deflate decoding with the output bounded by what is still allowed."""
-
-    __slots__ = ("_first", "_obj", "_raw_deflate")
 
     def __init__(self, encoding: bytes) -> None:
         self._raw_deflate = encoding == b"deflate"
@@ -191,40 +204,63 @@ class _Decoder:
         return self._obj.flush()
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection; carries one exchange at a time."""
+@cython.cclass
+class UpstreamConnection:
+    """One keep-alive HTTP/1.1 connection (an asyncio protocol); one exchange at a time."""
+
+    pool = cython.declare(object, visibility="public")
+    key = cython.declare(object, visibility="public")
+    where = cython.declare(str, visibility="public")
+    transport = cython.declare(object, visibility="public")
+    sink = cython.declare(object, visibility="public")
+    closed = cython.declare(cython.bint, visibility="public")
+    counted = cython.declare(cython.bint, visibility="public")
+    """Holds one of the pool's connection slots (released once, when it closes)."""
+    idle_since = cython.declare(cython.double, visibility="public")
+    requests = cython.declare(cython.longlong, visibility="public")
+    parser: Any
+    _head: cython.bint
+    _stream: cython.bint
+    _limit: cython.longlong
+    _total: cython.longlong
+    _headers: list
+    _parts: list
+    _got_bytes: cython.bint
+    _headers_done: cython.bint
+    _informational: cython.bint
+    _until_eof: cython.bint
+    _done: cython.bint
+    _keep_alive: cython.bint
+    _decoder: Any
 
     def __init__(self, pool: UpstreamPool, key: PoolKey, where: str) -> None:
         self.pool = pool
         self.key = key
         self.where = where
-        self.transport: Optional[asyncio.Transport] = None
+        self.transport = None
         self.parser = httptools.HttpResponseParser(self)
-        self.sink: Optional[ResponseSink] = None
+        self.sink = None
         self.closed = False
         self.counted = True
-        """Holds one of the pool's connection slots (released once, when it closes)."""
         self.idle_since = 0.0
         self.requests = 0
-        # the current response
         self._head = False
         self._stream = False
         self._limit = 0
-        self._status = 0
-        self._headers: List[Tuple[bytes, bytes]] = []
-        self._parts: List[bytes] = []
         self._total = 0
+        self._headers = []
+        self._parts = []
         self._got_bytes = False
         self._headers_done = False
         self._informational = False
         self._until_eof = False
-        self._decoder: Optional[_Decoder] = None
         self._done = False
         self._keep_alive = False
+        self._decoder = None
 
     # ---------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -234,7 +270,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
-        self.pool._lost(self)
+        self.pool.lost(self)
         sink = self.sink
         if sink is None:
             return
@@ -242,35 +278,35 @@ class UpstreamConnection(asyncio.Protocol):
             self._complete()  # the body was delimited by the end of the connection
             return
         self.sink = None
-        reused = self.requests > 1
+        detail = f" ({exc})" if exc else ""
         if not self._got_bytes:
             # Nothing of the answer arrived. On a reused connection that is most likely
             # the keep-alive race (the upstream closed it as we sent): not a host fault.
             sink.on_fail(
                 UpstreamFailure(
-                    ErrorClass.TRANSIENT,
-                    f"{self.where} closed the connection before answering"
-                    + (f" ({exc})" if exc else "")
-                    + "; retry",
+                    _TRANSIENT,
+                    f"{self.where} closed the connection before answering{detail}; retry",
                     False,
-                    not reused,
+                    self.requests <= 1,
                 )
             )
         else:
+            part = "body" if self._headers_done else "headers"
             sink.on_fail(
                 UpstreamFailure(
-                    ErrorClass.TRANSIENT,
-                    f"{self.where} broke off the response "
-                    f"{'body' if self._headers_done else 'headers'}"
-                    + (f" ({exc})" if exc else "")
-                    + "; retry",
-                    False,
-                    True,
+                    _TRANSIENT, f"{self.where} broke off the response {part}{detail}; retry",
+                    False, True,
                 )
-            )
+            )  # fmt: skip
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost decides what the EOF meant
+
+    def pause_writing(self) -> None:
+        pass  # a request is written whole; the transport buffers the rest
+
+    def resume_writing(self) -> None:
+        pass
 
     def data_received(self, data: bytes) -> None:
         if self.sink is None:
@@ -281,13 +317,14 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadDone):
+            cause = exc.__context__
+            if isinstance(cause, _HeadDone):
                 # The answer to HEAD ends with its headers; llhttp would wait for the body
                 # its Content-Length announces, so it is stopped and replaced.
                 self.parser = httptools.HttpResponseParser(self)
                 self._complete()
-            elif isinstance(exc.__context__, UpstreamFailure):
-                self._fail(exc.__context__)
+            elif isinstance(cause, UpstreamFailure):
+                self._fail(cause)
             else:
                 self._fail_protocol(f"sent an answer the runtime could not process ({exc})")
         except httptools.HttpParserUpgrade:
@@ -299,24 +336,21 @@ class UpstreamConnection(asyncio.Protocol):
                 self._complete()
 
     # ---------------------------------------------------------------- exchange
-    def send(self, data: bytes, sink: ResponseSink, head: bool, limit: int, stream: bool) -> None:
+    def send(self, data: bytes, sink: Any, head: bool, limit: int, stream: bool) -> None:
         """Write one request (head and body together) and wait for its answer."""
         self.sink = sink
         self.requests += 1
         self._head = head
         self._stream = stream
         self._limit = limit
-        self._status = 0
-        self._headers = []
-        self._parts = []
         self._total = 0
+        self._parts = []
         self._got_bytes = False
         self._headers_done = False
         self._informational = False
         self._until_eof = False
         self._decoder = None
         self._done = False
-        assert self.transport is not None
         self.transport.write(data)
 
     def abort(self) -> None:
@@ -345,38 +379,37 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        status = parser.get_status_code()
+        status: int = parser.get_status_code()
         if 100 <= status < 200:
             self._informational = True  # 100 Continue, 103 Early Hints: wait for the answer
             return
         self._informational = False
-        self._status = status
         self._headers_done = True
         # Asked here: once the message is complete llhttp has reset its flags.
         self._keep_alive = parser.should_keep_alive()
-        length: Optional[int] = None
+        sink = self.sink
+        if sink is None:
+            return
+        length = -1
         chunked = False
         encoding = b""
         for name, value in self._headers:
             n = len(name)
-            if n == 14 and name.lower() == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    pass
-            elif n == 17 and name.lower() == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
+            if n == 14:
+                if name.lower() == b"content-length":
+                    try:
+                        length = int(value)
+                    except ValueError:
+                        pass
+            elif n == 17:
+                if name.lower() == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
             elif n == 16 and name.lower() == b"content-encoding":
                 encoding = value.strip().lower()
-        sink = self.sink
-        if sink is None:
-            return
-        bodiless = self._head or status in (204, 304)
-        if not bodiless:
-            if length is not None and length > self._limit:
-                raise UpstreamFailure(ErrorClass.PERMANENT, sink.too_big(length, False), False,
-                                      False)  # fmt: skip
-            if length is None and not chunked:
+        if not (self._head or status == 204 or status == 304):
+            if length > self._limit:
+                raise UpstreamFailure(_PERMANENT, sink.too_big(length, False), False, False)
+            if length < 0 and not chunked:
                 self._until_eof = True
             if encoding in _DECODED:
                 self._decoder = _Decoder(encoding)
@@ -388,25 +421,24 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, data: bytes) -> None:
         if self._informational or self._done:
             return
+        sink = self.sink
+        if sink is None:
+            return
         decoder = self._decoder
         if decoder is not None:
             try:
                 data = decoder.decode(data, self._limit - self._total + 1)
             except zlib.error as exc:
                 raise UpstreamFailure(
-                    ErrorClass.TRANSIENT,
+                    _TRANSIENT,
                     f"{self.where} sent a body that does not decode as its Content-Encoding "
                     f"({exc}); retry, or ask without Accept-Encoding",
                     False,
                     True,
                 ) from None
-        sink = self.sink
-        if sink is None:
-            return
         self._total += len(data)
         if self._total > self._limit:
-            raise UpstreamFailure(ErrorClass.PERMANENT, sink.too_big(self._total, True), False,
-                                  False)  # fmt: skip
+            raise UpstreamFailure(_PERMANENT, sink.too_big(self._total, True), False, False)
         if not data:
             return
         if self._stream:
@@ -421,6 +453,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._done = True
 
     # ---------------------------------------------------------------- endings
+    @cython.cfunc
     def _complete(self) -> None:
         sink = self.sink
         if sink is None:
@@ -431,7 +464,7 @@ class UpstreamConnection(asyncio.Protocol):
             if tail:
                 self._total += len(tail)
                 if self._total > self._limit:
-                    self._fail(UpstreamFailure(ErrorClass.PERMANENT, sink.too_big(self._total, True),
+                    self._fail(UpstreamFailure(_PERMANENT, sink.too_big(self._total, True),
                                                False, False))  # fmt: skip
                     return
                 if self._stream:
@@ -441,7 +474,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = None
         parts = self._parts
         self._parts = []
-        body = b"" if self._stream else (parts[0] if len(parts) == 1 else b"".join(parts))
+        if self._stream or not parts:
+            body = b""
+        elif len(parts) == 1:
+            body = parts[0]
+        else:
+            body = b"".join(parts)
         if not self.closed:
             if self._until_eof or not self._keep_alive:
                 self.abort()
@@ -449,60 +487,80 @@ class UpstreamConnection(asyncio.Protocol):
                 self.pool.release(self)
         sink.on_done(body)
 
+    @cython.cfunc
     def _fail(self, failure: UpstreamFailure) -> None:
         sink = self.sink
         self.abort()
         if sink is not None:
             sink.on_fail(failure)
 
+    @cython.cfunc
     def _fail_protocol(self, what: str) -> None:
-        self._fail(UpstreamFailure(ErrorClass.TRANSIENT, f"{self.where} {what}; retry", False,
-                                   True))  # fmt: skip
+        self._fail(UpstreamFailure(_TRANSIENT, f"{self.where} {what}; retry", False, True))
 
 
-class _HeadDone(Exception):
-    """Raised in a parser callback to end the answer to HEAD after its headers."""
+@cython.cclass
+class Waiter:
+    """An exchange waiting for a connection; ``cancelled`` when it gave up."""
 
+    key = cython.declare(object, visibility="public")
+    target = cython.declare(tuple, visibility="public")
+    callback = cython.declare(object, visibility="public")
+    cancelled = cython.declare(cython.bint, visibility="public")
 
-class _Waiter:
-    __slots__ = ("callback", "cancelled", "key", "target")
-
-    def __init__(self, key: PoolKey, target: Tuple[str, int, Optional[ssl.SSLContext], str],
-                 callback: Callable[[Optional[UpstreamConnection], Optional[UpstreamFailure]],
-                                    None]) -> None:  # fmt: skip
+    def __init__(self, key: PoolKey, target: tuple, callback: Any) -> None:
         self.key = key
         self.target = target
         self.callback = callback
         self.cancelled = False
 
 
+@cython.cclass
 class UpstreamPool:
     """Keep-alive connections per :data:`PoolKey`, bounded in total and per key.
 
-    Runs on the event loop thread only. ``acquire`` hands out an idle connection at once
-    or returns None and calls back later (connected, or failed); callers that give up
-    call ``cancel`` on the returned waiter handle.
+    Runs on the event loop thread only. :meth:`acquire` hands out an idle connection at
+    once, or returns a :class:`Waiter` whose callback runs later (connected, or
+    failed); a caller that gives up sets ``waiter.cancelled``.
     """
+
+    loop = cython.declare(object, visibility="public")
+    settings = cython.declare(object, visibility="public")
+    idle = cython.declare(dict, visibility="public")
+    open_by_key = cython.declare(dict, visibility="public")
+    open = cython.declare(cython.longlong, visibility="public")
+    _keepalive: cython.double
+    _pool_limit: cython.longlong
+    _per_key_limit: cython.longlong
+    _waiters: Any
+    _ssl: dict
+    _sweeper: Any
+    _closing: cython.bint
+    _connecting: set
 
     def __init__(self, loop: asyncio.AbstractEventLoop, settings: HTTPSettings) -> None:
         self.loop = loop
         self.settings = settings
-        self.idle: Dict[PoolKey, List[UpstreamConnection]] = {}
-        self.open_by_key: Dict[PoolKey, int] = {}
+        self.idle = {}
+        self.open_by_key = {}
         self.open = 0
-        self._waiters: Deque[_Waiter] = deque()
-        self._ssl: Dict[Tuple[bool, Optional[str]], Optional[ssl.SSLContext]] = {}
-        self._sweeper: Optional[asyncio.TimerHandle] = None
+        self._keepalive = settings.keepalive_timeout_s
+        self._pool_limit = settings.pool_limit
+        self._per_key_limit = settings.per_host_limit
+        self._waiters: Deque[Waiter] = deque()
+        self._ssl = {}
+        self._sweeper = None
         self._closing = False
-        self._connecting: set = set()
+        self._connecting = set()
 
     # ---------------------------------------------------------------- TLS
     def ssl_for(self, policy: TenantPolicy) -> Tuple[Any, Optional[ssl.SSLContext]]:
         """(key part, context) for a tenant: verified (system store + its extra CAs), or
         unverified when its policy says ``tls_verify: false``."""
         key = (policy.tls_verify, policy.ca_file)
-        if key in self._ssl:
-            return key, self._ssl[key]
+        ctx = self._ssl.get(key)
+        if ctx is not None:
+            return key, ctx
         if not policy.tls_verify:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
@@ -524,43 +582,47 @@ class UpstreamPool:
         ssl_ctx: Optional[ssl.SSLContext],
         where: str,
         callback: Callable[[Optional[UpstreamConnection], Optional[UpstreamFailure]], None],
-    ) -> Tuple[Optional[UpstreamConnection], Optional[_Waiter]]:
-        """(idle connection, None) at once, or (None, waiter) with ``callback`` to come."""
+    ) -> object:
+        """An idle connection at once, or a :class:`Waiter` with ``callback`` to come."""
+        conn: UpstreamConnection
         idle = self.idle.get(key)
         if idle:
-            limit = self.settings.keepalive_timeout_s
-            now = self.loop.time()
+            now: float = self.loop.time()
             while idle:
                 conn = idle.pop()
-                if not conn.closed and now - conn.idle_since < limit:
-                    return conn, None
+                if not conn.closed and now - conn.idle_since < self._keepalive:
+                    return conn
                 conn.abort()
-        waiter = _Waiter(key, (host, port, ssl_ctx, where), callback)
+        waiter = Waiter(key, (host, port, ssl_ctx, where), callback)
         if self._can_open(key):
             self._connect(waiter)
         else:
             self._waiters.append(waiter)
-        return None, waiter
+        return waiter
 
-    def _can_open(self, key: PoolKey) -> bool:
-        total, per_key = self.settings.pool_limit, self.settings.per_host_limit
-        if per_key and self.open_by_key.get(key, 0) >= per_key:
+    @cython.cfunc
+    def _can_open(self, key: Any) -> cython.bint:
+        victim: UpstreamConnection
+        conn: UpstreamConnection
+        if self._per_key_limit and self.open_by_key.get(key, 0) >= self._per_key_limit:
             return False
-        if total and self.open >= total:
+        if self._pool_limit and self.open >= self._pool_limit:
             # make room by closing an idle connection to another host, oldest first
-            victim: Optional[UpstreamConnection] = None
+            found = None
             for conns in self.idle.values():
                 for conn in conns:
-                    if victim is None or conn.idle_since < victim.idle_since:
-                        victim = conn
-            if victim is None:
+                    if found is None or conn.idle_since < found.idle_since:
+                        found = conn
+            if found is None:
                 return False
+            victim = found
             self.idle[victim.key].remove(victim)
             victim.abort()
-            self._lost(victim, wake=False)
+            self._lost(victim, False)
         return True
 
-    def _connect(self, waiter: _Waiter) -> None:
+    @cython.cfunc
+    def _connect(self, waiter: Waiter) -> None:
         key = waiter.key
         self.open += 1
         self.open_by_key[key] = self.open_by_key.get(key, 0) + 1
@@ -568,7 +630,7 @@ class UpstreamPool:
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
-    async def _open(self, waiter: _Waiter) -> None:
+    async def _open(self, waiter: Waiter) -> None:
         host, port, ctx, where = waiter.target
         key = waiter.key
         timeout = self.settings.connect_timeout_s
@@ -590,7 +652,7 @@ class UpstreamPool:
         except BaseException as exc:
             if made:
                 made[0].abort()
-                self._lost(made[0], wake=False)
+                self._lost(made[0], False)
             else:
                 self._release_slot(key)
             if isinstance(exc, asyncio.CancelledError):
@@ -601,18 +663,18 @@ class UpstreamPool:
             return
         conn = made[0]
         if conn.closed:
-            failure: Optional[UpstreamFailure] = UpstreamFailure(
-                ErrorClass.TRANSIENT, f"{where} closed the connection as soon as it was made; "
-                "retry later", True, True,
-            )  # fmt: skip
             if not waiter.cancelled:
-                waiter.callback(None, failure)
+                waiter.callback(None, UpstreamFailure(
+                    _TRANSIENT, f"{where} closed the connection as soon as it was made; "
+                    "retry later", True, True,
+                ))  # fmt: skip
         elif waiter.cancelled or self._closing:
             self.release(conn)
         else:
             waiter.callback(conn, None)
 
-    def _release_slot(self, key: PoolKey) -> None:
+    @cython.cfunc
+    def _release_slot(self, key: Any) -> None:
         self.open -= 1
         left = self.open_by_key.get(key, 1) - 1
         if left > 0:
@@ -622,6 +684,7 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """A connection whose exchange completed cleanly: reuse it (a waiter first)."""
+        waiter: Waiter
         if conn.closed or self._closing:
             conn.abort()
             return
@@ -633,13 +696,20 @@ class UpstreamPool:
                     waiter.callback(conn, None)
                     return
         conn.idle_since = self.loop.time()
-        self.idle.setdefault(conn.key, []).append(conn)
+        idle = self.idle.get(conn.key)
+        if idle is None:
+            self.idle[conn.key] = [conn]
+        else:
+            idle.append(conn)
         if self._sweeper is None:
-            self._sweeper = self.loop.call_later(
-                self.settings.keepalive_timeout_s / 2 + 0.1, self._sweep
-            )
+            self._sweeper = self.loop.call_later(self._keepalive / 2 + 0.1, self._sweep)
 
-    def _lost(self, conn: UpstreamConnection, wake: bool = True) -> None:
+    def lost(self, conn: UpstreamConnection) -> None:
+        """A connection closed (its ``connection_lost``)."""
+        self._lost(conn, True)
+
+    @cython.cfunc
+    def _lost(self, conn: UpstreamConnection, wake: cython.bint) -> None:
         if conn.counted:
             conn.counted = False
             self._release_slot(conn.key)
@@ -649,11 +719,11 @@ class UpstreamPool:
             if wake:
                 self._wake()
 
+    @cython.cfunc
     def _wake(self) -> None:
         """A slot freed up: connect for the oldest waiter that may open one now."""
+        waiter: Waiter
         waiters = self._waiters
-        while waiters and waiters[0].cancelled:
-            waiters.popleft()
         for waiter in list(waiters):
             if waiter.cancelled:
                 waiters.remove(waiter)
@@ -664,9 +734,10 @@ class UpstreamPool:
                 return
 
     def _sweep(self) -> None:
+        conn: UpstreamConnection
         self._sweeper = None
-        limit = self.settings.keepalive_timeout_s
-        now = self.loop.time()
+        limit = self._keepalive
+        now: float = self.loop.time()
         left = False
         for key, conns in list(self.idle.items()):
             for conn in list(conns):
@@ -681,6 +752,7 @@ class UpstreamPool:
             self._sweeper = self.loop.call_later(limit / 2 + 0.1, self._sweep)
 
     async def close(self) -> None:
+        conn: UpstreamConnection
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
