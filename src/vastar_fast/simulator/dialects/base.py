@@ -12,21 +12,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-from ..answers import answer_for, tokenize, truncate_tokens
+from ..answers import answer_tokens as answer_token_list
+from ..answers import tokenize, truncate_tokens
+from ..tool_args import generate_arguments
 
 __all__ = [
+    "AUTO",
     "CREATED_TOKEN",
     "CREATED_VALUE",
     "ID_TOKEN",
     "INVALID",
     "JSON_CT",
     "NDJSON_CT",
+    "NONE",
     "NOT_FOUND",
+    "OVERLOADED",
     "RATE_LIMITED",
+    "RATE_LIMITED_TOKENS",
+    "REQUIRED",
     "SERVER",
     "SSE_CT",
+    "SUFFIX_TOKEN",
     "TIME_TOKEN",
     "ApiError",
     "Completion",
@@ -35,12 +43,16 @@ __all__ = [
     "Generation",
     "RequestIds",
     "StreamPlan",
+    "ToolCall",
+    "ToolSpec",
     "complete",
     "dumps",
     "group",
     "is_int",
+    "pick_tool",
     "sse",
     "text_of",
+    "tool_specs",
     "truncated_json",
     "type_name",
 ]
@@ -53,6 +65,10 @@ ID_TOKEN = "@@simid@@"
 CREATED_TOKEN = '"@@simcreated@@"'
 CREATED_VALUE = "@@simcreated@@"
 TIME_TOKEN = "@@simtime@@"
+#: The unique part of the response id (salt + counter), for ids of items inside
+#: a response (tool call ids, Responses API item ids). Only plans that set
+#: ``uses_suffix`` get it replaced.
+SUFFIX_TOKEN = "@@simsfx@@"
 
 dumps: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -61,6 +77,8 @@ INVALID = "invalid_request"
 RATE_LIMITED = "rate_limit"
 SERVER = "server_error"
 NOT_FOUND = "not_found"
+RATE_LIMITED_TOKENS = "rate_limit_tokens"
+OVERLOADED = "overloaded"
 
 SSE_CT = "text/event-stream; charset=utf-8"
 JSON_CT = "application/json"
@@ -94,6 +112,15 @@ class RequestIds:
     id: str
     created: int
     iso_time: str
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the caller declared: its name and the JSON schema of its arguments."""
+
+    name: str
+    schema: Mapping[str, Any]
 
 
 @dataclass
@@ -107,29 +134,101 @@ class Generation:
     stream: bool
     include_usage: bool = False
     n: int = 1
+    #: vLLM's ``ignore_eos``: generate exactly ``max_tokens`` tokens.
+    ignore_eos: bool = False
+    #: The tool the simulated model calls instead of answering (see :func:`pick_tool`).
+    tool: Optional[ToolSpec] = None
     #: Dialect-specific extras (e.g. Gemini SSE vs JSON array streaming).
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
+class ToolCall:
+    """One simulated tool call: the name and the arguments as compact JSON text."""
+
+    name: str
+    arguments: Dict[str, Any]
+    arguments_json: str
+    tokens: List[str]
+
+
+@dataclass
 class Completion:
-    """The simulated model output for a Generation."""
+    """The simulated model output for a Generation: text tokens or tool calls."""
 
     tokens: List[str]
     text: str
     truncated: bool
+    calls: List[ToolCall] = field(default_factory=list)
 
     @property
     def completion_tokens(self) -> int:
+        if self.calls:
+            return sum(len(c.tokens) for c in self.calls)
         return len(self.tokens)
 
 
-def complete(gen: Generation) -> Completion:
-    """Produce the deterministic completion for ``gen`` (honours max_tokens)."""
+def complete(
+    gen: Generation, answer_tokens: Optional[int] = None, seed: Optional[int] = None
+) -> Completion:
+    """Produce the deterministic completion for ``gen``.
+
+    Length: ``ignore_eos`` with ``max_tokens`` gives exactly ``max_tokens`` tokens;
+    else ``answer_tokens`` (the ``--answer-tokens`` option) pins the answer's length,
+    and ``max_tokens`` cuts it. A request whose :attr:`Generation.tool` is set gets
+    one call of that tool, with arguments generated from its schema.
+    """
     if gen.extra.get("load_only"):
         return Completion(tokens=[], text="", truncated=False)
-    tokens, cut = truncate_tokens(tokenize(answer_for(gen.prompt)), gen.max_tokens)
+    if gen.tool is not None:
+        args = generate_arguments(gen.tool.schema, gen.prompt, gen.tool.name, seed)
+        text = dumps(args)
+        call = ToolCall(gen.tool.name, args, text, tokenize(text))
+        return Completion(tokens=[], text="", truncated=False, calls=[call])
+    if gen.ignore_eos and gen.max_tokens is not None:
+        tokens = answer_token_list(gen.prompt, gen.max_tokens, seed)
+        return Completion(tokens=tokens, text="".join(tokens), truncated=True)
+    tokens, cut = truncate_tokens(
+        answer_token_list(gen.prompt, answer_tokens, seed), gen.max_tokens
+    )
     return Completion(tokens=tokens, text="".join(tokens), truncated=cut)
+
+
+#: Tool choice modes, dialect-neutral (OpenAI "auto"/"required"/"none"/named,
+#: Anthropic "auto"/"any"/"none"/"tool", Gemini AUTO/ANY/NONE).
+AUTO = "auto"
+REQUIRED = "required"
+NONE = "none"
+
+
+def pick_tool(
+    tools: Sequence[ToolSpec],
+    mode: str,
+    forced: Optional[str],
+    prompt: str,
+    answered: bool,
+) -> Optional[ToolSpec]:
+    """Which tool the simulated model calls, or None for a text answer.
+
+    The rule imitates an agent loop deterministically: with ``auto`` the model
+    calls a tool until the conversation holds a tool result (``answered``), then
+    answers in text; ``required`` (and a named tool) always call. The tool is the
+    forced one, else the first whose name words all appear in the prompt, else
+    the first declared.
+    """
+    if not tools or mode == NONE or (mode == AUTO and answered and forced is None):
+        return None
+    if forced is not None:
+        for tool in tools:
+            if tool.name == forced:
+                return tool
+        return None
+    low = prompt.lower()
+    for tool in tools:
+        words = [w for w in tool.name.lower().replace("-", "_").split("_") if w]
+        if words and all(w in low for w in words):
+            return tool
+    return tools[0]
 
 
 def group(tokens: Sequence[str], per_chunk: int) -> List[str]:
@@ -160,6 +259,10 @@ class StreamPlan:
     tail: List[str]
     broken: str
     broken_after: int
+    #: Usage of this response (token budgets, prefill time), set by the app.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    uses_suffix: bool = False
     _joined: Optional[str] = None
     _joined_malformed: Optional[str] = None
 
@@ -190,6 +293,49 @@ class FullPlan:
     body: str
     #: Number of content chunks the streamed equivalent would have (for pacing).
     chunks: int = 1
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    uses_suffix: bool = False
+
+
+def tool_specs(
+    tools: Any,
+    where: str,
+    name_of: Callable[[Mapping[str, Any]], Any],
+    schema_of: Callable[[Mapping[str, Any]], Any],
+) -> List[ToolSpec]:
+    """Tool declarations -> specs; ``ApiError`` naming ``where[i]`` for a bad one."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise ApiError(
+            400,
+            f"Invalid type for '{where}': expected an array, but got {type_name(tools)} instead.",
+            param=where,
+            code="invalid_type",
+        )
+    specs: List[ToolSpec] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, Mapping):
+            raise ApiError(
+                400,
+                f"Invalid type for '{where}[{i}]': expected an object, but got {type_name(tool)} instead.",
+                param=f"{where}[{i}]",
+                code="invalid_type",
+            )
+        name = name_of(tool)
+        if name is None:
+            continue  # a tool type the simulator does not call (built-in tools)
+        if not isinstance(name, str) or not name:
+            raise ApiError(
+                400,
+                f"Missing required parameter: '{where}[{i}].name'.",
+                param=f"{where}[{i}].name",
+                code="missing_required_parameter",
+            )
+        schema = schema_of(tool)
+        specs.append(ToolSpec(name, schema if isinstance(schema, Mapping) else {}))
+    return specs
 
 
 def sse(payload: str, event: Optional[str] = None) -> str:
@@ -247,8 +393,41 @@ class Dialect:
     uses_created: bool = False
     uses_time: bool = False
 
+    #: Rate-limit header family sent with every answer: "openai", "anthropic" or "".
+    ratelimit_headers: str = ""
+    #: HTTP status of the "overloaded" fault (Anthropic: 529).
+    overloaded_status: int = 503
+
     def parse(self, data: Any, route: Mapping[str, Any]) -> Generation:
         raise NotImplementedError
+
+    def make_plan(
+        self,
+        data: Any,
+        route: Mapping[str, Any],
+        answer_tokens: Optional[int],
+        seed: Optional[int],
+        per_chunk: int,
+    ) -> Union[StreamPlan, FullPlan]:
+        """Validate a decoded body and render its response templates (cached by the app)."""
+        gen = self.parse(data, route)
+        comp = complete(gen, answer_tokens, seed)
+        plan: Union[StreamPlan, FullPlan]
+        if gen.stream:
+            plan = self.build_stream(gen, comp, per_chunk)
+        else:
+            plan = self.build_full(gen, comp)
+            plan.chunks = max(1, -(-comp.completion_tokens // per_chunk))
+        plan.prompt_tokens = gen.prompt_tokens
+        plan.completion_tokens = comp.completion_tokens * gen.n
+        return plan
+
+    def overloaded(self) -> ApiError:
+        return ApiError(
+            self.overloaded_status,
+            "The server is overloaded, please try again later (simulated).",
+            kind=OVERLOADED,
+        )
 
     def invalid_json(self, exc: Exception) -> ApiError:
         return ApiError(400, f"Invalid JSON body: {exc}")
@@ -265,9 +444,11 @@ class Dialect:
     def make_id(self, counter: int, salt: str) -> str:
         return f"{salt}{counter:012x}"
 
-    def fill(self, template: str, ids: RequestIds) -> str:
+    def fill(self, template: str, ids: RequestIds, suffix: bool = False) -> str:
         """Substitute per-request values into a template."""
         out = template.replace(ID_TOKEN, ids.id)
+        if suffix:
+            out = out.replace(SUFFIX_TOKEN, ids.suffix)
         if self.uses_created:
             out = out.replace(CREATED_TOKEN, str(ids.created))
         if self.uses_time:

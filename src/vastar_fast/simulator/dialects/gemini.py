@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..answers import count_tokens
 from .base import (
+    AUTO,
     ID_TOKEN,
     JSON_CT,
+    NONE,
+    REQUIRED,
     ApiError,
     Completion,
     Dialect,
     FullPlan,
     Generation,
     StreamPlan,
+    ToolSpec,
     dumps,
     group,
     is_int,
+    pick_tool,
     text_of,
+    tool_specs,
     truncated_json,
     type_name,
 )
@@ -56,6 +62,7 @@ class GeminiDialect(Dialect):
             )
         prompt = ""
         prompt_tokens = 0
+        answered = False
         for i, item in enumerate(contents):
             if not isinstance(item, dict) or not isinstance(item.get("parts", []), list):
                 raise ApiError(400, f"Invalid value at 'contents[{i}]': expected a Content object")
@@ -63,8 +70,14 @@ class GeminiDialect(Dialect):
             if text is None:
                 raise ApiError(400, f"Invalid value at 'contents[{i}].parts'")
             prompt_tokens += count_tokens(text)
-            if item.get("role", "user") == "user":
-                prompt = text
+            if item.get("role", "user") in ("user", "function", "tool"):
+                results = any(
+                    isinstance(p, Mapping) and ("functionResponse" in p or "function_response" in p)
+                    for p in item.get("parts", [])
+                )
+                answered = results
+                if text or not results:
+                    prompt = text
         max_tokens: Optional[int] = None
         config = data.get("generationConfig", data.get("generation_config"))
         if config is not None:
@@ -84,14 +97,51 @@ class GeminiDialect(Dialect):
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
             stream=bool(route.get("stream")),
+            ignore_eos=data.get("ignore_eos") is True,
+            tool=self._tool(data, prompt, answered),
             extra={"sse": bool(route.get("sse"))},
         )
 
     @staticmethod
+    def _tool(data: Mapping[str, Any], prompt: str, answered: bool) -> Optional[ToolSpec]:
+        tools = data.get("tools")
+        declared: List[Any] = []
+        if isinstance(tools, list):
+            for entry in tools:
+                if isinstance(entry, Mapping):
+                    decls = entry.get("functionDeclarations", entry.get("function_declarations"))
+                    if isinstance(decls, list):
+                        declared.extend(decls)
+        elif tools is not None:
+            raise ApiError(400, "Invalid value at 'tools': expected a list of Tool objects")
+        specs = tool_specs(
+            declared,
+            "tools.function_declarations",
+            lambda d: d.get("name", ""),
+            lambda d: d.get("parameters", d.get("parametersJsonSchema")),
+        )
+        config = data.get("toolConfig", data.get("tool_config"))
+        mode, forced = AUTO, None
+        if isinstance(config, Mapping):
+            fcc = config.get("functionCallingConfig", config.get("function_calling_config"))
+            if isinstance(fcc, Mapping):
+                raw = str(fcc.get("mode", "AUTO")).upper()
+                mode = {"ANY": REQUIRED, "NONE": NONE}.get(raw, AUTO)
+                allowed = fcc.get("allowedFunctionNames", fcc.get("allowed_function_names"))
+                if mode == REQUIRED and isinstance(allowed, list) and allowed:
+                    specs = [s for s in specs if s.name in allowed] or specs
+        return pick_tool(specs, mode, forced, prompt, answered)
+
+    @staticmethod
     def _response(
-        gen: Generation, text: str, finish: Optional[str], out_tokens: Optional[int]
+        gen: Generation,
+        text: str,
+        finish: Optional[str],
+        out_tokens: Optional[int],
+        parts: Optional[List[Dict[str, Any]]] = None,
     ) -> Dict[str, Any]:
-        candidate: Dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+        content = {"parts": parts if parts is not None else [{"text": text}], "role": "model"}
+        candidate: Dict[str, Any] = {"content": content}
         if finish is not None:
             candidate["finishReason"] = finish
         candidate["index"] = 0
@@ -107,10 +157,16 @@ class GeminiDialect(Dialect):
             "responseId": ID_TOKEN,
         }
 
+    @staticmethod
+    def _call_parts(comp: Completion) -> List[Dict[str, Any]]:
+        return [{"functionCall": {"name": c.name, "args": c.arguments}} for c in comp.calls]
+
     def build_stream(self, gen: Generation, comp: Completion, per_chunk: int) -> StreamPlan:
         finish = "MAX_TOKENS" if comp.truncated else "STOP"
         pieces = group(comp.tokens, per_chunk) or [""]
         last = len(pieces) - 1
+        if comp.calls:  # Gemini sends a function call whole, in one chunk
+            pieces, last = [""], 0
         body_json = [
             dumps(
                 self._response(
@@ -118,6 +174,7 @@ class GeminiDialect(Dialect):
                     piece,
                     finish if i == last else None,
                     comp.completion_tokens if i == last else None,
+                    self._call_parts(comp) if comp.calls else None,
                 )
             )
             for i, piece in enumerate(pieces)
@@ -135,8 +192,9 @@ class GeminiDialect(Dialect):
 
     def build_full(self, gen: Generation, comp: Completion) -> FullPlan:
         finish = "MAX_TOKENS" if comp.truncated else "STOP"
+        parts = self._call_parts(comp) if comp.calls else None
         return FullPlan(
-            JSON_CT, dumps(self._response(gen, comp.text, finish, comp.completion_tokens))
+            JSON_CT, dumps(self._response(gen, comp.text, finish, comp.completion_tokens, parts))
         )
 
     _STATUS: Mapping[int, str] = {
@@ -144,6 +202,7 @@ class GeminiDialect(Dialect):
         404: "NOT_FOUND",
         429: "RESOURCE_EXHAUSTED",
         500: "INTERNAL",
+        503: "UNAVAILABLE",
     }
 
     def error_body(self, err: ApiError) -> str:

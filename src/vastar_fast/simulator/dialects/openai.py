@@ -6,25 +6,34 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..answers import count_tokens
 from .base import (
+    AUTO,
     CREATED_VALUE,
     ID_TOKEN,
     INVALID,
     JSON_CT,
+    NONE,
     NOT_FOUND,
+    OVERLOADED,
     RATE_LIMITED,
+    RATE_LIMITED_TOKENS,
+    REQUIRED,
     SERVER,
     SSE_CT,
+    SUFFIX_TOKEN,
     ApiError,
     Completion,
     Dialect,
     FullPlan,
     Generation,
     StreamPlan,
+    ToolSpec,
     dumps,
     group,
     is_int,
+    pick_tool,
     sse,
     text_of,
+    tool_specs,
     truncated_json,
     type_name,
 )
@@ -36,6 +45,7 @@ class OpenAIDialect(Dialect):
     """OpenAI ``POST /v1/chat/completions`` (SSE ``data:`` chunks ending in ``[DONE]``)."""
 
     name = "openai"
+    ratelimit_headers = "openai"
     uses_created = True
     fingerprint = "fp_vastar_sim"
 
@@ -108,6 +118,7 @@ class OpenAIDialect(Dialect):
             )
         prompt = ""
         prompt_tokens = 3
+        answered = False
         for i, msg in enumerate(messages):
             if not isinstance(msg, dict):
                 raise self._bad_type(f"messages[{i}]", "an object", msg)
@@ -130,6 +141,10 @@ class OpenAIDialect(Dialect):
             prompt_tokens += 4 + count_tokens(text)
             if role == "user" or not prompt:
                 prompt = text
+            if role == "user":
+                answered = False
+            elif role == "tool" or role == "function":
+                answered = True
         stream = data.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise self._bad_type("stream", "a boolean", stream)
@@ -161,6 +176,10 @@ class OpenAIDialect(Dialect):
             if flag is not None and not isinstance(flag, bool):
                 raise self._bad_type("stream_options.include_usage", "a boolean", flag)
             include_usage = bool(flag)
+        ignore_eos = data.get("ignore_eos")
+        if ignore_eos is not None and not isinstance(ignore_eos, bool):
+            raise self._bad_type("ignore_eos", "a boolean", ignore_eos)
+        tool = self.parse_tools(data, prompt, answered)
         return Generation(
             model=model,
             prompt=prompt,
@@ -169,7 +188,67 @@ class OpenAIDialect(Dialect):
             stream=bool(stream),
             include_usage=include_usage,
             n=n,
+            ignore_eos=bool(ignore_eos),
+            tool=tool,
         )
+
+    @staticmethod
+    def _function_name(tool: Mapping[str, Any]) -> Any:
+        if tool.get("type", "function") != "function":
+            return None
+        fn = tool.get("function")
+        return fn.get("name") if isinstance(fn, Mapping) else ""
+
+    @staticmethod
+    def _function_schema(tool: Mapping[str, Any]) -> Any:
+        fn = tool.get("function")
+        return fn.get("parameters") if isinstance(fn, Mapping) else None
+
+    #: Where a tool's name and schema sit (chat completions nest them in "function").
+    tool_name_of = _function_name
+    tool_schema_of = _function_schema
+
+    def parse_tools(
+        self, data: Mapping[str, Any], prompt: str, answered: bool
+    ) -> Optional[ToolSpec]:
+        """``tools`` + ``tool_choice`` -> the tool this turn calls (None: a text answer)."""
+        tools = tool_specs(
+            data.get("tools"), "tools", type(self).tool_name_of, type(self).tool_schema_of
+        )
+        choice = data.get("tool_choice")
+        forced: Optional[str] = None
+        if choice is None or choice == "auto":
+            mode = AUTO
+        elif choice in ("none", "required"):
+            mode = NONE if choice == "none" else REQUIRED
+        elif isinstance(choice, Mapping):
+            mode = REQUIRED
+            fn = choice.get("function")
+            forced = fn.get("name") if isinstance(fn, Mapping) else choice.get("name")
+            if not isinstance(forced, str) or forced not in {t.name for t in tools}:
+                raise ApiError(
+                    400,
+                    f"Invalid value for 'tool_choice': tool '{forced}' is not among the "
+                    "declared tools.",
+                    param="tool_choice",
+                    code="invalid_value",
+                )
+        else:
+            raise ApiError(
+                400,
+                "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an "
+                "object naming a function.",
+                param="tool_choice",
+                code="invalid_value",
+            )
+        if mode != NONE and not tools and choice is not None:
+            raise ApiError(
+                400,
+                "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
+                "are specified.",
+                param="tool_choice",
+            )
+        return pick_tool(tools, mode, forced, prompt, answered)
 
     @staticmethod
     def _usage(gen: Generation, comp: Completion) -> Dict[str, Any]:
@@ -209,25 +288,79 @@ class OpenAIDialect(Dialect):
             return {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
 
         indices = range(gen.n)
-        lead = [
-            sse(chunk([choice(i, {"role": "assistant", "content": "", "refusal": None}, None)]))
-            for i in indices
-        ]
-        body_json = [
-            chunk([choice(i, {"content": piece}, None)])
-            for piece in group(comp.tokens, per_chunk)
-            for i in indices
-        ]
+        if comp.calls:
+            finish = "tool_calls"
+            lead = [
+                sse(chunk([choice(i, {"role": "assistant", "content": None, "tool_calls": [
+                    {"index": k, "id": self._call_id(k), "type": "function",
+                     "function": {"name": call.name, "arguments": ""}}
+                ], "refusal": None}, None)]))
+                for i in indices
+                for k, call in enumerate(comp.calls[:1])
+            ]  # fmt: skip
+            body_json = [
+                chunk(
+                    [
+                        choice(
+                            i,
+                            {"tool_calls": [{"index": k, "function": {"arguments": piece}}]},
+                            None,
+                        )
+                    ]
+                )
+                for k, call in enumerate(comp.calls)
+                for piece in group(call.tokens, per_chunk)
+                for i in indices
+            ]
+        else:
+            lead = [
+                sse(chunk([choice(i, {"role": "assistant", "content": "", "refusal": None}, None)]))
+                for i in indices
+            ]
+            body_json = [
+                chunk([choice(i, {"content": piece}, None)])
+                for piece in group(comp.tokens, per_chunk)
+                for i in indices
+            ]
         tail = [sse(chunk([choice(i, {}, finish)])) for i in indices]
         if gen.include_usage:
             tail.append(sse(chunk([], usage=self._usage(gen, comp))))
         tail.append("data: [DONE]\n\n")
         mid = max(0, len(body_json) // 2 - 1)
         broken = sse(truncated_json(body_json[mid] if body_json else tail[0][6:-2]))
-        return StreamPlan(SSE_CT, lead, [sse(b) for b in body_json], tail, broken, mid)
+        return StreamPlan(
+            SSE_CT,
+            lead,
+            [sse(b) for b in body_json],
+            tail,
+            broken,
+            mid,
+            uses_suffix=bool(comp.calls),
+        )
+
+    @staticmethod
+    def _call_id(index: int) -> str:
+        return f"call_{SUFFIX_TOKEN}{index:02d}"
 
     def build_full(self, gen: Generation, comp: Completion) -> FullPlan:
         finish = "length" if comp.truncated else "stop"
+        message: Dict[str, Any] = {
+            "role": "assistant",
+            "content": comp.text,
+            "refusal": None,
+            "annotations": [],
+        }
+        if comp.calls:
+            finish = "tool_calls"
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": self._call_id(k),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_json},
+                }
+                for k, call in enumerate(comp.calls)
+            ]
         obj = {
             "id": ID_TOKEN,
             "object": "chat.completion",
@@ -236,12 +369,7 @@ class OpenAIDialect(Dialect):
             "choices": [
                 {
                     "index": i,
-                    "message": {
-                        "role": "assistant",
-                        "content": comp.text,
-                        "refusal": None,
-                        "annotations": [],
-                    },
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": finish,
                 }
@@ -251,13 +379,15 @@ class OpenAIDialect(Dialect):
             "service_tier": "default",
             "system_fingerprint": self.fingerprint,
         }
-        return FullPlan(JSON_CT, dumps(obj))
+        return FullPlan(JSON_CT, dumps(obj), uses_suffix=bool(comp.calls))
 
     _ERR_TYPES: Mapping[str, Tuple[str, Optional[str]]] = {
         INVALID: ("invalid_request_error", None),
         NOT_FOUND: ("invalid_request_error", None),
         RATE_LIMITED: ("requests", "rate_limit_exceeded"),
+        RATE_LIMITED_TOKENS: ("tokens", "rate_limit_exceeded"),
         SERVER: ("server_error", None),
+        OVERLOADED: ("server_error", "server_overloaded"),
     }
 
     def error_body(self, err: ApiError) -> str:
