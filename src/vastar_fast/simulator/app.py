@@ -593,6 +593,13 @@ def _static_route(request: web.Request) -> Tuple[str, Dict[str, Any]]:
     return "", _NO_ROUTE
 
 
+_LEGACY_ROUTE: Dict[str, Any] = {"legacy": True}
+
+
+def _legacy_embed_route(request: web.Request) -> Tuple[str, Dict[str, Any]]:
+    return "legacy", _LEGACY_ROUTE
+
+
 def _gemini_route(request: web.Request) -> Tuple[str, Dict[str, Any]]:
     """Split ``{model}:{method}`` from the path; ``alt=sse`` selects SSE framing."""
     spec = request.match_info["spec"]
@@ -631,6 +638,14 @@ def create_app(settings: Optional[SimulatorSettings] = None) -> web.Application:
     r = app.router
     r.add_post("/v1/chat/completions", sim.generation(DIALECTS["openai"], _static_route))
     r.add_post("/chat/completions", sim.generation(DIALECTS["openai"], _static_route))
+    responses = sim.generation(DIALECTS["openai-responses"], _static_route)
+    r.add_post("/v1/responses", responses)
+    r.add_post("/responses", responses)
+    embeddings = sim.generation(DIALECTS["openai-embeddings"], _static_route)
+    r.add_post("/v1/embeddings", embeddings)
+    r.add_post("/embeddings", embeddings)
+    r.add_post("/api/embed", sim.generation(DIALECTS["ollama-embed"], _static_route))
+    r.add_post("/api/embeddings", sim.generation(DIALECTS["ollama-embed"], _legacy_embed_route))
     r.add_post("/v1/messages", sim.generation(DIALECTS["anthropic"], _static_route))
     r.add_post("/api/chat", sim.generation(DIALECTS["ollama"], _static_route))
     r.add_post("/v1/chat", sim.generation(DIALECTS["cohere-v1"], _static_route))

@@ -12,8 +12,9 @@ Field names and event sequences follow the real APIs (OpenAI chat completions,
 Anthropic messages, Ollama ``/api/chat``, Cohere v1/v2 chat, Gemini
 ``generateContent``), checked against the official SDKs' types.
 
-The package holds one module per API (``openai``, ``anthropic``, ``ollama``,
-``cohere``, ``gemini``) and ``base`` with the shared types.
+The package holds one module per API (``openai`` chat completions, ``responses``,
+``anthropic``, ``ollama``, ``cohere``, ``gemini``, ``embeddings``) and ``base``
+with the shared types.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ from .base import (
     complete,
 )
 from .cohere import CohereV1Dialect, CohereV2Dialect
+from .embeddings import OllamaEmbedDialect, OpenAIEmbeddingsDialect
 from .gemini import GeminiDialect
 from .ollama import OllamaDialect
 from .openai import OpenAIDialect
+from .responses import ResponsesDialect
 
 __all__ = [
     "CREATED_TOKEN",
@@ -66,8 +69,11 @@ __all__ = [
     "GeminiDialect",
     "Generation",
     "OllamaDialect",
+    "OllamaEmbedDialect",
     "OpenAIDialect",
+    "OpenAIEmbeddingsDialect",
     "RequestIds",
+    "ResponsesDialect",
     "StreamPlan",
     "complete",
 ]
@@ -81,5 +87,8 @@ DIALECTS: Dict[str, Dialect] = {
         CohereV1Dialect(),
         CohereV2Dialect(),
         GeminiDialect(),
+        ResponsesDialect(),
+        OpenAIEmbeddingsDialect(),
+        OllamaEmbedDialect(),
     )
 }
