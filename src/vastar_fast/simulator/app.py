@@ -626,9 +626,19 @@ def create_app(settings: Optional[SimulatorSettings] = None) -> web.Application:
     """Build the simulator's aiohttp application.
 
     One app holds one fault RNG and one response cache, so two apps with the
-    same settings behave identically for the same request sequence.
+    same settings behave identically for the same request sequence. With
+    ``record_dir`` or ``replay_dir`` set it is the record or replay proxy instead
+    (see :mod:`.recording`).
     """
     settings = settings or SimulatorSettings()
+    if settings.record_dir is not None:
+        from .recording import create_record_app
+
+        return create_record_app(settings)
+    if settings.replay_dir is not None:
+        from .recording import create_replay_app
+
+        return create_replay_app(settings)
     state = SimulatorState(settings)
     sim = _Simulator(state)
     app = web.Application(client_max_size=8 * 1024 * 1024)
