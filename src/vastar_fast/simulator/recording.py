@@ -57,7 +57,9 @@ _SECRET_HEADERS = frozenset(
         "openai-project",
     )
 )
-_SECRET_HEADER_RE = re.compile(r"(auth|secret|password|api-?key|access-?token|session-?token)", re.I)
+_SECRET_HEADER_RE = re.compile(
+    r"(auth|secret|password|api-?key|access-?token|session-?token)", re.I
+)
 _SECRET_QUERY = frozenset(("key", "api_key", "api-key", "apikey", "access_token", "token"))
 # Hop-by-hop and framing headers: never forwarded, never replayed.
 _HOP = frozenset(
