@@ -121,7 +121,9 @@ def test_answer_tokens_setting_and_seed() -> None:
     one, again, other = texts(1), texts(1), texts(2)
     assert one == again
     assert one[0].startswith("The capital of France is Paris.")
-    assert one[0] != other[0]  # the filler after the answer depends on the seed
+    # The filler after the answer depends on the seed, and varies.
+    assert one[0].split() != other[0].split()
+    assert len(set(one[1].split(". "))) > 10
     assert answer_tokens("What is the capital of France?", 500, 1) == tokenize(one[0])
 
 

@@ -369,6 +369,16 @@ def test_gemini_function_call(sim: SimulatorServer) -> None:
     )
     assert "text" in json.loads(raw)["candidates"][0]["content"]["parts"][0]
 
+    allowed = _gemini_body()
+    allowed["tools"][0]["functionDeclarations"].append({"name": "place_order", "parameters": ORDER})
+    allowed["toolConfig"] = {
+        "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["place_order"]}
+    }
+    status, _, raw = post(sim, "/v1beta/models/gemini-2.0-flash:generateContent", allowed)
+    call = json.loads(raw)["candidates"][0]["content"]["parts"][0]["functionCall"]
+    assert call["name"] == "place_order"
+    jsonschema.validate(call["args"], ORDER)
+
     answered = _gemini_body()
     answered["contents"] += [
         {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {}}}]},
