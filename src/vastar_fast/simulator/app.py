@@ -13,6 +13,7 @@ cannot tell the difference. Only delayed streams and stream faults use
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -178,8 +179,8 @@ def _retry_headers(seconds: float) -> Dict[str, str]:
 def _rate_headers(style: str, d: Decision) -> Dict[str, str]:
     if style == "openai":
         return {
-            "x-ratelimit-limit-requests": str(d.limit_requests),
-            "x-ratelimit-limit-tokens": str(d.limit_tokens),
+            "x-ratelimit-limit-requests": _str_int(d.limit_requests),
+            "x-ratelimit-limit-tokens": _str_int(d.limit_tokens),
             "x-ratelimit-remaining-requests": str(d.remaining_requests),
             "x-ratelimit-remaining-tokens": str(d.remaining_tokens),
             "x-ratelimit-reset-requests": duration(d.reset_requests_s),
@@ -194,6 +195,11 @@ def _rate_headers(style: str, d: Decision) -> Dict[str, str]:
         "anthropic-ratelimit-tokens-remaining": str(d.remaining_tokens),
         "anthropic-ratelimit-tokens-reset": _rfc3339(now + d.reset_tokens_s),
     }
+
+
+@functools.lru_cache(maxsize=8)
+def _str_int(value: int) -> str:
+    return str(value)
 
 
 def _rfc3339(epoch: float) -> str:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, fields, replace
-from typing import Dict, Optional
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Dict, Optional
 
 from .settings import SimulatorSettings
 
@@ -39,15 +39,18 @@ class Timing:
     ttft_std_ms: float = 0.0
     token_delay_std_ms: float = 0.0
     prefill_ms_per_token: float = 0.0
+    #: True when nothing needs to sleep (computed once: it is read per request).
+    zero: bool = field(init=False, compare=False)
 
-    @property
-    def zero(self) -> bool:
-        return (
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "zero",
             self.ttft_ms == 0
             and self.token_delay_ms == 0
             and self.ttft_std_ms == 0
             and self.token_delay_std_ms == 0
-            and self.prefill_ms_per_token == 0
+            and self.prefill_ms_per_token == 0,
         )
 
     @classmethod
@@ -61,7 +64,7 @@ class Timing:
         )
 
 
-_KEYS = tuple(f.name for f in fields(Timing))
+_KEYS = tuple(f.name for f in fields(Timing) if f.init)
 
 
 def parse_timing(value: str, base: Timing) -> Timing:
@@ -69,7 +72,7 @@ def parse_timing(value: str, base: Timing) -> Timing:
 
     Raises ValueError with a message naming the bad item and the valid keys.
     """
-    changes: Dict[str, float] = {}
+    changes: Dict[str, Any] = {}
     for item in value.split(","):
         item = item.strip()
         if not item:

@@ -22,6 +22,7 @@ __all__ = ["NOMINAL_RPM", "NOMINAL_TPM", "Decision", "RateLimiter", "api_key_of"
 NOMINAL_RPM = 30_000
 NOMINAL_TPM = 150_000_000
 _MAX_KEYS = 10_000
+_MS = tuple(f"{ms}ms" for ms in range(1000))
 
 
 def api_key_of(headers: Mapping[str, str], query: Optional[Mapping[str, str]] = None) -> str:
@@ -39,7 +40,8 @@ def api_key_of(headers: Mapping[str, str], query: Optional[Mapping[str, str]] = 
 def duration(seconds: float) -> str:
     """OpenAI's reset format: ``"20ms"``, ``"1.5s"``, ``"6m0s"``."""
     if seconds < 1.0:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
+        ms = math.ceil(seconds * 1000.0)
+        return _MS[ms] if 0 <= ms < 1000 else "0ms"
     if seconds < 60.0:
         return f"{seconds:.3g}s"
     minutes, rest = divmod(seconds, 60.0)
@@ -72,7 +74,8 @@ class _Bucket:
 
 
 class Decision(NamedTuple):
-    """The outcome for one request: refused (by which budget), when to retry, headers."""
+    """The outcome for one request: refused (by which budget), when to retry, and the
+    bucket state for the headers."""
 
     refused: Optional[str]  # None, "requests" or "tokens"
     retry_after_s: float
@@ -114,8 +117,10 @@ class RateLimiter:
         elif self.enforce_tokens and toks.level < tokens:
             refused, retry = "tokens", toks.wait_for(float(tokens))
         if refused is None:
-            reqs.level = max(0.0, reqs.level - 1.0)
-            toks.level = max(0.0, toks.level - tokens)
+            level = reqs.level - 1.0
+            reqs.level = level if level > 0.0 else 0.0
+            level = toks.level - tokens
+            toks.level = level if level > 0.0 else 0.0
         else:
             self.refused += 1
         return Decision(
@@ -123,8 +128,8 @@ class RateLimiter:
             retry,
             self.rpm,
             int(reqs.level),
-            reqs.reset(),
+            (reqs.capacity - reqs.level) / reqs.rate,
             self.tpm,
             int(toks.level),
-            toks.reset(),
+            (toks.capacity - toks.level) / toks.rate,
         )
