@@ -305,7 +305,7 @@ def _timeline(plan: StreamPlan, settings: SimulatorSettings, fault: Optional[Fau
 
 
 def _single_write(plan: StreamPlan, settings: SimulatorSettings, fault: Optional[Fault]) -> str:
-    """The whole (possibly faulted) stream as one template, for the zero-delay path."""
+    """The whole faulted stream as one template, for the zero-delay path."""
     if fault is None:
         return plan.joined
     if fault.kind == MALFORMED:
@@ -419,7 +419,7 @@ class _Simulator:
         timing: Timing,
     ) -> web.StreamResponse:
         settings = self.settings
-        body = dialect.fill(plan.body, ids, plan.uses_suffix).encode("utf-8")
+        body = plan.compiled.render(ids)
         hdrs = {"Content-Type": plan.content_type, **headers}
         kind = fault.kind if fault is not None else None
         if kind is not None:
@@ -467,6 +467,8 @@ class _Simulator:
             hdrs[FAULT_HEADER] = kind
         suffix = plan.uses_suffix
         if timing.zero and kind not in _TIMED_FAULTS:
+            if kind is None:
+                return web.Response(body=plan.compiled.render(ids), headers=hdrs)
             template = _single_write(plan, settings, fault)
             return web.Response(
                 body=dialect.fill(template, ids, suffix).encode("utf-8"), headers=hdrs

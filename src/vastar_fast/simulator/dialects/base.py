@@ -11,8 +11,10 @@ zero-delay throughput targets reachable with aiohttp.
 from __future__ import annotations
 
 import json
+import operator
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ..answers import answer_tokens as answer_token_list
 from ..answers import tokenize, truncate_tokens
@@ -43,6 +45,7 @@ __all__ = [
     "Generation",
     "RequestIds",
     "StreamPlan",
+    "Template",
     "ToolCall",
     "ToolSpec",
     "complete",
@@ -243,6 +246,46 @@ def truncated_json(payload: str) -> str:
     return payload[: max(1, len(payload) // 2)]
 
 
+_PLACEHOLDER_RE = re.compile(
+    "(" + "|".join(re.escape(p) for p in (ID_TOKEN, CREATED_TOKEN, TIME_TOKEN, SUFFIX_TOKEN)) + ")"
+)
+_SLOT = {ID_TOKEN: 0, CREATED_TOKEN: 1, TIME_TOKEN: 2, SUFFIX_TOKEN: 3}
+
+
+class Template:
+    """A response template split at its placeholders, rendered straight to bytes.
+
+    Why: ``str.replace`` walks a 12 KB stream template once per placeholder kind
+    (about 17 us for a 50-chunk OpenAI stream); slotting the values between the
+    pre-encoded segments and joining costs a fraction of that (docs/decisions.md).
+    """
+
+    __slots__ = ("_parts", "_pick", "_single")
+
+    def __init__(self, text: str) -> None:
+        pieces = _PLACEHOLDER_RE.split(text)
+        self._parts: List[bytes] = [p.encode("utf-8") for p in pieces]
+        slots = [_SLOT[p] for p in pieces[1::2]]
+        self._pick: Optional[Callable[[Tuple[bytes, ...]], Any]] = (
+            operator.itemgetter(*slots) if slots else None
+        )
+        self._single = len(slots) == 1
+
+    def render(self, ids: RequestIds) -> bytes:
+        if self._pick is None:
+            return self._parts[0]
+        values = (
+            ids.id.encode(),
+            str(ids.created).encode(),
+            ids.iso_time.encode(),
+            ids.suffix.encode(),
+        )
+        picked = self._pick(values)
+        parts = self._parts[:]
+        parts[1::2] = (picked,) if self._single else picked
+        return b"".join(parts)
+
+
 @dataclass
 class StreamPlan:
     """Templates of a streamed response.
@@ -265,6 +308,14 @@ class StreamPlan:
     uses_suffix: bool = False
     _joined: Optional[str] = None
     _joined_malformed: Optional[str] = None
+    _compiled: Optional[Template] = None
+
+    @property
+    def compiled(self) -> Template:
+        """The whole stream as a :class:`Template` (the zero-delay fast path)."""
+        if self._compiled is None:
+            self._compiled = Template(self.joined)
+        return self._compiled
 
     @property
     def joined(self) -> str:
@@ -296,6 +347,13 @@ class FullPlan:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     uses_suffix: bool = False
+    _compiled: Optional[Template] = None
+
+    @property
+    def compiled(self) -> Template:
+        if self._compiled is None:
+            self._compiled = Template(self.body)
+        return self._compiled
 
 
 def tool_specs(
