@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import operator
 import re
 import struct
 from functools import lru_cache
@@ -23,19 +24,23 @@ _WORD_RE = re.compile(r"\w+")
 
 
 @lru_cache(maxsize=4096)
-def _word_vector(word: str, dims: int) -> Tuple[float, ...]:
+def _word_vector(word: str, dims: int) -> Tuple[int, ...]:
     raw = hashlib.shake_256(word.encode("utf-8")).digest(2 * dims)
-    return tuple(x / 32768.0 for x in struct.unpack(f"<{dims}h", raw))
+    return struct.unpack(f"<{dims}h", raw)
 
 
 @lru_cache(maxsize=1024)
 def _embed(text: str, dims: int) -> Tuple[float, ...]:
+    # Integer sums through map() and 7-decimal quantisation by int(): round() per
+    # element cost more than everything else together (docs/decisions.md); numpy is
+    # not a dependency of vastar_fast.
     words = _WORD_RE.findall(text.lower()) or [text]
-    acc = list(_word_vector(words[0], dims))
+    acc = _word_vector(words[0], dims)
     for word in words[1:]:
-        acc = [a + b for a, b in zip(acc, _word_vector(word, dims))]
-    norm = math.sqrt(sum(a * a for a in acc)) or 1.0
-    return tuple(round(a / norm, 7) for a in acc)
+        acc = tuple(map(operator.add, acc, _word_vector(word, dims)))
+    norm = math.sqrt(sum(map(operator.mul, acc, acc))) or 1.0
+    scale = 1e7 / norm
+    return tuple([int(a * scale) / 1e7 for a in acc])
 
 
 def embed(text: str, dims: int) -> List[float]:
