@@ -85,6 +85,22 @@ def test_ignore_eos_gives_exactly_max_tokens(sim: SimulatorServer) -> None:
             lambda d: d["usageMetadata"]["candidatesTokenCount"],
         ),
         (
+            "/api/chat",
+            {"model": "o", "stream": False, "ignore_eos": True, "messages": STORY,
+             "options": {"num_predict": 300}},
+            lambda d: d["eval_count"],
+        ),
+        (
+            "/v2/chat",
+            {"model": "c", "max_tokens": 300, "ignore_eos": True, "messages": STORY},
+            lambda d: d["usage"]["billed_units"]["output_tokens"],
+        ),
+        (
+            "/v1/chat",
+            {"message": "Tell me a long story", "max_tokens": 300, "ignore_eos": True},
+            lambda d: d["meta"]["billed_units"]["output_tokens"],
+        ),
+        (
             "/v1/responses",
             {"model": "m", "input": "Tell me a long story", "max_output_tokens": 300,
              "ignore_eos": True},

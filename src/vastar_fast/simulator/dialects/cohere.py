@@ -86,6 +86,7 @@ class CohereV2Dialect(Dialect):
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
             stream=stream,
+            ignore_eos=data.get("ignore_eos") is True,
         )
 
     def build_stream(self, gen: Generation, comp: Completion, per_chunk: int) -> StreamPlan:
@@ -197,6 +198,7 @@ class CohereV1Dialect(CohereV2Dialect):
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
             stream=stream,
+            ignore_eos=data.get("ignore_eos") is True,
         )
 
     def _response(self, gen: Generation, comp: Completion) -> Dict[str, Any]:

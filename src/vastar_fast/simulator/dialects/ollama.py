@@ -105,6 +105,7 @@ class OllamaDialect(Dialect):
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
             stream=stream,
+            ignore_eos=data.get("ignore_eos") is True,
             extra={"load_only": not messages},
         )
 
