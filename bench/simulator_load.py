@@ -382,6 +382,57 @@ def run_wrk(
     return Result("", "wrk", int(m.group(1)), seconds, int(errs.group(1)) if errs else 0)
 
 
+# --------------------------------------------------------------------------- handler cost
+
+
+class _FakeRequest:
+    """What the generation handler reads from a request, without a socket."""
+
+    method = "POST"
+    path = PATH
+    transport = None
+
+    def __init__(self, body: bytes) -> None:
+        from multidict import CIMultiDict
+
+        self._body = body
+        self.headers = CIMultiDict(
+            {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
+        )
+        self.query: Dict[str, str] = {}
+        self.match_info: Dict[str, str] = {}
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+def handler_cost(batches: int = 7, calls: int = 20_000) -> Dict[str, float]:
+    """Microseconds per call of the chat route's handler (cached plan, zero delay),
+    the median of ``batches``: the simulator's own cost without aiohttp's I/O. Run it
+    with PYTHONPATH pointing at another tree to compare two versions."""
+    sys.path.append(str(REPO / "src"))  # PYTHONPATH (another tree) and installs win
+    from vastar_fast.simulator import SimulatorSettings, create_app
+
+    async def measure() -> Dict[str, float]:
+        app = create_app(SimulatorSettings.fast())
+        route = next(r for r in app.router.routes() if r.resource and r.resource.canonical == PATH)
+        handler = route.handler
+        out: Dict[str, float] = {}
+        for name, body in (("non-stream", NON_STREAM_BODY), ("stream-50", STREAM_BODY)):
+            request = _FakeRequest(body)
+            await handler(request)  # type: ignore[arg-type]
+            runs = []
+            for _ in range(batches):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    await handler(request)  # type: ignore[arg-type]
+                runs.append((time.perf_counter() - start) / calls * 1e6)
+            out[name] = statistics.median(runs)
+        return out
+
+    return asyncio.run(measure())
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -397,11 +448,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--wrk", action="store_true", help="also measure with wrk if installed")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client CPUs")
     parser.add_argument(
+        "--handler-cost",
+        action="store_true",
+        help="only measure the route handler in process (no sockets) and exit",
+    )
+    parser.add_argument(
         "--features",
         action="store_true",
         help="also measure the Responses API, tool-call, long-stream and embeddings scenarios",
     )
     args = parser.parse_args(argv)
+    if args.handler_cost:
+        costs = handler_cost()
+        print(
+            "handler cost per call (median of 7 x 20,000): "
+            + ", ".join(f"{name} {us:.2f} us" for name, us in costs.items())
+        )
+        return 0
 
     try:
         import uvloop
