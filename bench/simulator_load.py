@@ -9,6 +9,10 @@ measures, for a bounded time and request count, on loopback only:
 * zero-delay 50-chunk SSE streams per second (role chunk + 47 content chunks +
   finish chunk + ``[DONE]``).
 
+``--features`` adds the newer endpoints: a Responses API stream (47 deltas), a
+streamed tool call (chat completions), a 1,000-token ``ignore_eos`` stream and
+an embeddings request (1536 dimensions).
+
 Two Python clients are available: ``aiohttp`` (the ordinary client, what a
 connector would use) and ``raw`` (a minimal asyncio HTTP/1.1 keep-alive
 client). The raw client exists because the aiohttp client costs about as much
@@ -65,6 +69,72 @@ UNIQUE_STREAM_BODY = json.dumps(
         "messages": [{"role": "user", "content": "Tell me something, request @N@."}],
     }
 ).encode()
+
+
+# Opt-in scenarios (--features): (path, body, the bytes a good answer ends with).
+FEATURE_SCENARIOS: Dict[str, Tuple[str, bytes, Optional[bytes]]] = {
+    "responses-47": (
+        "/v1/responses",
+        json.dumps(
+            {
+                "model": "gpt-4.1",
+                "stream": True,
+                "ignore_eos": True,
+                "max_output_tokens": 47,
+                "input": "Explain quantum computing in simple terms.",
+            }
+        ).encode(),
+        b"}\n\n",
+    ),
+    "tool-stream": (
+        PATH,
+        json.dumps(
+            {
+                "model": "gpt-4o",
+                "stream": True,
+                "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "parameters": {
+                                "type": "object",
+                                "properties": {
+                                    "city": {"type": "string"},
+                                    "unit": {"type": "string", "enum": ["c", "f"]},
+                                    "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                                },
+                                "required": ["city", "unit", "days"],
+                            },
+                        },
+                    }
+                ],
+            }
+        ).encode(),
+        b"[DONE]\n\n",
+    ),
+    "stream-1000": (
+        PATH,
+        json.dumps(
+            {
+                "model": "gpt-4o",
+                "stream": True,
+                "ignore_eos": True,
+                "max_tokens": 1000,
+                "messages": [{"role": "user", "content": "Tell me a long story"}],
+            }
+        ).encode(),
+        b"[DONE]\n\n",
+    ),
+    "embeddings": (
+        "/v1/embeddings",
+        json.dumps(
+            {"model": "text-embedding-3-small", "input": "The quick brown fox jumps."}
+        ).encode(),
+        None,
+    ),
+}
 
 
 @dataclass
@@ -144,13 +214,19 @@ def check_stream_shape(port: int) -> int:
 
 
 async def run_aiohttp(
-    port: int, body: bytes, stream: bool, concurrency: int, duration: float, max_requests: int
+    port: int,
+    path: str,
+    body: bytes,
+    end: Optional[bytes],
+    concurrency: int,
+    duration: float,
+    max_requests: int,
 ) -> Tuple[int, int, float]:
     import aiohttp
 
     unique = b"@N@" in body
 
-    url = f"http://127.0.0.1:{port}{PATH}"
+    url = f"http://127.0.0.1:{port}{path}"
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
     done = 0
     errors = 0
@@ -167,7 +243,7 @@ async def run_aiohttp(
                 try:
                     async with session.post(url, data=data, headers=headers) as resp:
                         data = await resp.read()
-                    ok = resp.status == 200 and (not stream or data.endswith(b"[DONE]\n\n"))
+                    ok = resp.status == 200 and (end is None or data.endswith(end))
                 except aiohttp.ClientError:
                     ok = False
                 if ok:
@@ -226,11 +302,17 @@ class _RawConn(asyncio.Protocol):
 
 
 async def run_raw(
-    port: int, body: bytes, stream: bool, concurrency: int, duration: float, max_requests: int
+    port: int,
+    path: str,
+    body: bytes,
+    end: Optional[bytes],
+    concurrency: int,
+    duration: float,
+    max_requests: int,
 ) -> Tuple[int, int, float]:
     loop = asyncio.get_running_loop()
     request = (
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Content-Type: application/json\r\nAuthorization: Bearer sk-bench\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
@@ -270,7 +352,9 @@ async def run_raw(
     return counts["done"], counts["errors"], elapsed
 
 
-def run_wrk(port: int, body: bytes, concurrency: int, duration: float) -> Optional[Result]:
+def run_wrk(
+    port: int, path: str, body: bytes, concurrency: int, duration: float
+) -> Optional[Result]:
     wrk = shutil.which("wrk")
     if wrk is None:
         return None
@@ -281,21 +365,72 @@ def run_wrk(port: int, body: bytes, concurrency: int, duration: float) -> Option
     )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
-        path = fh.name
+        lua = fh.name
     try:
         out = subprocess.run(
-            [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, int(duration))}s", "-s", path,
-             f"http://127.0.0.1:{port}{PATH}"],
+            [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, int(duration))}s", "-s", lua,
+             f"http://127.0.0.1:{port}{path}"],
             capture_output=True, text=True, timeout=duration + 30,
         ).stdout  # fmt: skip
     finally:
-        os.unlink(path)
+        os.unlink(lua)
     m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m is None:
         return None
     seconds = float(m.group(2)) / (1000.0 if m.group(3) == "ms" else 1.0)
     return Result("", "wrk", int(m.group(1)), seconds, int(errs.group(1)) if errs else 0)
+
+
+# --------------------------------------------------------------------------- handler cost
+
+
+class _FakeRequest:
+    """What the generation handler reads from a request, without a socket."""
+
+    method = "POST"
+    path = PATH
+    transport = None
+
+    def __init__(self, body: bytes) -> None:
+        from multidict import CIMultiDict
+
+        self._body = body
+        self.headers = CIMultiDict(
+            {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
+        )
+        self.query: Dict[str, str] = {}
+        self.match_info: Dict[str, str] = {}
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+def handler_cost(batches: int = 7, calls: int = 20_000) -> Dict[str, float]:
+    """Microseconds per call of the chat route's handler (cached plan, zero delay),
+    the median of ``batches``: the simulator's own cost without aiohttp's I/O. Run it
+    with PYTHONPATH pointing at another tree to compare two versions."""
+    sys.path.append(str(REPO / "src"))  # PYTHONPATH (another tree) and installs win
+    from vastar_fast.simulator import SimulatorSettings, create_app
+
+    async def measure() -> Dict[str, float]:
+        app = create_app(SimulatorSettings.fast())
+        route = next(r for r in app.router.routes() if r.resource and r.resource.canonical == PATH)
+        handler = route.handler
+        out: Dict[str, float] = {}
+        for name, body in (("non-stream", NON_STREAM_BODY), ("stream-50", STREAM_BODY)):
+            request = _FakeRequest(body)
+            await handler(request)  # type: ignore[arg-type]
+            runs = []
+            for _ in range(batches):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    await handler(request)  # type: ignore[arg-type]
+                runs.append((time.perf_counter() - start) / calls * 1e6)
+            out[name] = statistics.median(runs)
+        return out
+
+    return asyncio.run(measure())
 
 
 # --------------------------------------------------------------------------- main
@@ -312,7 +447,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--wrk", action="store_true", help="also measure with wrk if installed")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client CPUs")
+    parser.add_argument(
+        "--handler-cost",
+        action="store_true",
+        help="only measure the route handler in process (no sockets) and exit",
+    )
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="also measure the Responses API, tool-call, long-stream and embeddings scenarios",
+    )
     args = parser.parse_args(argv)
+    if args.handler_cost:
+        costs = handler_cost()
+        print(
+            "handler cost per call (median of 7 x 20,000): "
+            + ", ".join(f"{name} {us:.2f} us" for name, us in costs.items())
+        )
+        return 0
 
     try:
         import uvloop
@@ -333,14 +485,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         events = check_stream_shape(port)
         print(f"simulator pid {proc.pid} on 127.0.0.1:{port}; stream has {events} SSE events")
-        scenarios: Dict[str, Tuple[bytes, bool]] = {
-            "non-stream": (NON_STREAM_BODY, False),
-            f"stream-{events}": (STREAM_BODY, True),
-            f"stream-{events}u": (UNIQUE_STREAM_BODY, True),
+        done = b"[DONE]\n\n"
+        scenarios: Dict[str, Tuple[str, bytes, Optional[bytes]]] = {
+            "non-stream": (PATH, NON_STREAM_BODY, None),
+            f"stream-{events}": (PATH, STREAM_BODY, done),
+            f"stream-{events}u": (PATH, UNIQUE_STREAM_BODY, done),
         }
+        if args.features:
+            scenarios.update(FEATURE_SCENARIOS)
         clients = ["aiohttp", "raw"] if args.client == "both" else [args.client]
         results: List[Tuple[Result, List[float]]] = []
-        for scenario, (body, stream) in scenarios.items():
+        for scenario, (path, body, end) in scenarios.items():
             unique = b"@N@" in body
             for client in clients:
                 if unique and client != "aiohttp":
@@ -350,7 +505,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for _ in range(args.repeat):
                     done, errors, secs = asyncio.run(
                         runner(
-                            port, body, stream, args.concurrency, args.duration, args.max_requests
+                            port,
+                            path,
+                            body,
+                            end,
+                            args.concurrency,
+                            args.duration,
+                            args.max_requests,
                         )
                     )
                     runs.append(Result(scenario, client, done, secs, errors))
@@ -361,7 +522,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 wrk_runs = [
                     r
                     for r in (
-                        run_wrk(port, body, args.concurrency, args.duration)
+                        run_wrk(port, path, body, args.concurrency, args.duration)
                         for _ in range(args.repeat)
                     )
                     if r is not None
@@ -376,13 +537,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print()
     print(
-        f"{'scenario':<12} {'client':<8} {'requests':>9} {'errors':>7} {'median/s':>10} {'runs/s':<28}"
+        f"{'scenario':<13} {'client':<8} {'requests':>9} {'errors':>7} {'median/s':>10} {'runs/s':<28}"
     )
     print("-" * 78)
     for r, rates in results:
         runs_s = ", ".join(f"{x:,.0f}" for x in rates)
         print(
-            f"{r.scenario:<12} {r.client:<8} {r.requests:>9,} {r.errors:>7} "
+            f"{r.scenario:<13} {r.client:<8} {r.requests:>9,} {r.errors:>7} "
             f"{statistics.median(rates):>10,.0f} {runs_s:<28}"
         )
     print(

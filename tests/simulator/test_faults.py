@@ -6,6 +6,7 @@ import http.client
 import json
 import random
 import socket
+import time
 from typing import Any, Iterator, List, Optional
 
 import anthropic
@@ -14,7 +15,7 @@ import pytest
 from openai import OpenAI
 
 from vastar_fast.simulator import FAULT_HEADER, FAULT_KINDS, SimulatorServer, SimulatorSettings
-from vastar_fast.simulator.answers import answer_for
+from vastar_fast.simulator.answers import answer_for, tokenize
 
 from .helpers import httpx, post, sse_events
 
@@ -263,3 +264,96 @@ def test_fault_rate_zero_and_one() -> None:
     assert all(k in FAULT_KINDS for k in seq)
     with SimulatorServer(SimulatorSettings.fast(fault_rate=0.0, seed=7)) as s:
         assert _fault_sequence(s, 5) == [None] * 5
+
+
+# ------------------------------------------------------------------ truncate, duplicate, spike
+
+
+def _content_chunks(raw: bytes) -> List[str]:
+    out = []
+    for _, data in sse_events(raw):
+        if data == "[DONE]":
+            continue
+        delta = json.loads(data)["choices"][0]["delta"]
+        if delta.get("content"):
+            out.append(delta["content"])
+    return out
+
+
+STREAM_BODY: Any = {"model": "m", "stream": True, "messages": MESSAGES, "max_tokens": 10}
+
+
+@pytest.mark.parametrize("delayed", [False, True], ids=["single-write", "timed"])
+def test_truncate_ends_the_stream_cleanly(sim: SimulatorServer, delayed: bool) -> None:
+    extra = {"x-simulator-latency": "token_delay_ms=1"} if delayed else {}
+    status, headers, raw = post(
+        sim, "/v1/chat/completions", STREAM_BODY, headers={FAULT_HEADER: "truncate:5", **extra}
+    )
+    assert status == 200  # a complete HTTP response: only the SSE stream is cut short
+    assert headers[FAULT_HEADER] == "truncate"
+    assert _content_chunks(raw) == ["Quantum", " computing", " is", " a", " way"]
+    assert b"[DONE]" not in raw and b'finish_reason":"length' not in raw
+    _, _, raw = post(sim, "/v1/chat/completions", STREAM_BODY, headers={FAULT_HEADER: "truncate"})
+    assert len(_content_chunks(raw)) == 3  # fault_after_chunks
+
+
+def test_truncate_with_the_openai_client(client: OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, max_tokens=10, **_fault("truncate:2")
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Quantum computing"
+    assert all(c.choices[0].finish_reason is None for c in chunks)
+
+
+@pytest.mark.parametrize("delayed", [False, True], ids=["single-write", "timed"])
+def test_duplicate_sends_one_chunk_twice(sim: SimulatorServer, delayed: bool) -> None:
+    extra = {"x-simulator-latency": "token_delay_ms=1"} if delayed else {}
+    _, _, clean = post(sim, "/v1/chat/completions", STREAM_BODY)
+    _, headers, raw = post(
+        sim, "/v1/chat/completions", STREAM_BODY, headers={FAULT_HEADER: "duplicate", **extra}
+    )
+    assert headers[FAULT_HEADER] == "duplicate"
+    good, dup = _content_chunks(clean), _content_chunks(raw)
+    assert len(dup) == len(good) + 1
+    at = next(i for i, (a, b) in enumerate(zip(good, dup)) if a != b)
+    assert dup[at] == dup[at - 1] == good[at - 1]
+    assert dup[:at] + dup[at + 1 :] == good
+    assert raw.endswith(b"data: [DONE]\n\n")
+
+
+def test_latency_spike_pauses_mid_stream(sim: SimulatorServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10.0)
+    try:
+        conn.request(
+            "POST",
+            "/api/chat",
+            body=json.dumps({"model": "m", "messages": MESSAGES, "options": {"num_predict": 6}}),
+            headers={FAULT_HEADER: "latency_spike:400"},
+        )
+        start = time.perf_counter()
+        resp = conn.getresponse()
+        assert resp.getheader(FAULT_HEADER) == "latency_spike"
+        lines = [json.loads(resp.readline()) for _ in range(7)]
+        elapsed = time.perf_counter() - start
+    finally:
+        conn.close()
+    text = "".join(line["message"]["content"] for line in lines)
+    assert text == "".join(tokenize(answer_for(QUANTUM))[:6])
+    assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 6
+    assert elapsed >= 0.4  # the spike's pause (a sleep is never shorter)
+
+
+def test_random_faults_from_chosen_kinds() -> None:
+    kinds = ("truncate", "duplicate")
+    settings = SimulatorSettings.fast(fault_rate=1.0, seed=5, fault_kinds=kinds)
+    with SimulatorServer(settings) as s:
+        seq = _fault_sequence(s, 12)
+    rng = random.Random(5)
+    expected = []
+    for _ in range(12):
+        rng.random()
+        expected.append(rng.choice(kinds))
+    assert seq == expected
+    assert set(seq) == set(kinds)

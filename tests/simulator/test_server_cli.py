@@ -157,3 +157,41 @@ def test_python_dash_m_runs_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--load-factor", "2"], "max_concurrency"),
+        (["--fault-kinds", "truncate,bogus"], "bogus"),
+        (["--record", "/tmp/x"], "upstream"),
+        (["--answer-tokens", "0"], "answer_tokens"),
+        (["--rpm", "0"], "rpm"),
+        (["--ttft-std-ms", "-1"], "ttft_std_ms"),
+    ],
+)
+def test_main_rejects_inconsistent_new_options(
+    argv: list, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--port", "0"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_main_rejects_a_missing_replay_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--replay", str(tmp_path / "none"), "--port", "0"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_help_documents_options_and_headers(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for word in (
+        "--answer-tokens", "--ttft-std-ms", "--prefill-ms-per-token", "--max-concurrency",
+        "--load-factor", "--rpm", "--tpm", "--fault-kinds", "--record", "--upstream",
+        "--replay", "--replay-speed", "x-simulator-latency", "x-simulator-fault",
+        "truncate", "ignore_eos",
+    ):  # fmt: skip
+        assert word in out, word

@@ -13,10 +13,11 @@ import hashlib
 import random
 import re
 from functools import lru_cache
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 __all__ = [
     "answer_for",
+    "answer_tokens",
     "count_tokens",
     "tokenize",
     "truncate_tokens",
@@ -194,3 +195,29 @@ def answer_for(prompt: str) -> str:
         if all(k in norm for k in keywords):
             return text
     return _generated(prompt)
+
+
+@lru_cache(maxsize=256)
+def _answer_tokens(prompt: str, length: int, seed: Optional[int]) -> Tuple[str, ...]:
+    tokens = tokenize(answer_for(prompt))
+    if len(tokens) < length:
+        # Continue with filler sentences drawn from (prompt, seed): a benchmark gets
+        # answers of any size, and the same prompt and seed give the same text.
+        rng = random.Random(f"{_normalise(prompt)}\x1f{seed}")
+        while len(tokens) < length:
+            sep = "\n\n" if rng.random() < 0.15 else " "
+            tokens.extend(tokenize(sep + rng.choice(_SENTENCES)))
+    return tuple(tokens[:length])
+
+
+def answer_tokens(
+    prompt: str, length: Optional[int] = None, seed: Optional[int] = None
+) -> List[str]:
+    """Tokens of the answer to ``prompt``; exactly ``length`` of them when given.
+
+    Without ``length`` this is ``tokenize(answer_for(prompt))``. With it, the
+    answer is cut, or continued with deterministic filler, to that many tokens.
+    """
+    if length is None:
+        return tokenize(answer_for(prompt))
+    return list(_answer_tokens(prompt, max(0, length), seed))

@@ -13,9 +13,11 @@ cannot tell the difference. Only delayed streams and stream faults use
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
+import math
 import os
 import time
 from datetime import datetime, timezone
@@ -27,15 +29,30 @@ from .dialects import (
     DIALECTS,
     NOT_FOUND,
     RATE_LIMITED,
+    RATE_LIMITED_TOKENS,
     SERVER,
     ApiError,
     Dialect,
     FullPlan,
     RequestIds,
     StreamPlan,
-    complete,
 )
-from .faults import DISCONNECT, FAULT_HEADER, MALFORMED, RATE_LIMIT, STALL, FaultInjector
+from .faults import (
+    DISCONNECT,
+    DUPLICATE,
+    FAULT_HEADER,
+    LATENCY_SPIKE,
+    MALFORMED,
+    OVERLOADED,
+    RATE_LIMIT,
+    SERVER_ERROR,
+    STALL,
+    TRUNCATE,
+    Fault,
+    FaultInjector,
+)
+from .latency import LATENCY_HEADER, LatencyModel, Timing
+from .ratelimit import Decision, RateLimiter, api_key_of, duration
 from .settings import SimulatorSettings
 
 __all__ = ["SETTINGS_KEY", "STATE_KEY", "SimulatorState", "create_app"]
@@ -57,28 +74,66 @@ _ANTHROPIC_MODELS: Tuple[Tuple[str, str], ...] = (
     ("claude-3-5-haiku-20241022", "Claude Haiku 3.5"),
 )
 _MAX_CACHED_BODY = 64 * 1024
+#: Stream faults that need the timed writer even when no delay is configured.
+_TIMED_FAULTS = frozenset((DISCONNECT, STALL, LATENCY_SPIKE))
+
+
+def _fault_error(state: SimulatorState, dialect: Dialect, kind: str) -> Optional[web.Response]:
+    """The HTTP error answer of an error fault (None for stream faults)."""
+    if kind == RATE_LIMIT:
+        return _error_response(
+            state,
+            dialect,
+            ApiError(429, "Rate limit reached for requests (simulated).", kind=RATE_LIMITED),
+            {
+                "Retry-After": str(state.settings.retry_after_s),
+                "retry-after-ms": str(state.settings.retry_after_s * 1000),
+                "x-ratelimit-remaining-requests": "0",
+                FAULT_HEADER: kind,
+            },
+        )
+    if kind == SERVER_ERROR:
+        err = ApiError(
+            500,
+            "The server had an error while processing your request (simulated).",
+            kind=SERVER,
+        )
+        return _error_response(state, dialect, err, {FAULT_HEADER: kind})
+    if kind == OVERLOADED:
+        return _error_response(state, dialect, dialect.overloaded(), {FAULT_HEADER: kind})
+    return None
 
 
 class SimulatorState:
-    """Mutable per-app state: fault RNG, id counter, response cache, counters."""
+    """Mutable per-app state: fault and latency generators, budgets, id counter,
+    response cache, counters."""
 
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
-        self.faults = FaultInjector(settings.fault_rate, settings.seed)
+        self.faults = FaultInjector(settings.fault_rate, settings.seed, settings.fault_kinds)
+        self.latency = LatencyModel(settings)
+        self.limiter = RateLimiter(settings.rpm, settings.tpm)
+        self.enforce_budgets = settings.rpm is not None or settings.tpm is not None
+        self.slots: Optional[asyncio.Semaphore] = (
+            asyncio.Semaphore(settings.max_concurrency) if settings.max_concurrency else None
+        )
+        self.waiting = 0
         self.salt = os.urandom(8).hex()
         self._counter = itertools.count(1)
         self.cache: Dict[Tuple[str, str, bytes], Plan] = {}
         self.requests = 0
         self.shutdown = asyncio.Event()
 
-    def ids(self, dialect: Dialect) -> RequestIds:
+    def ids(self, dialect: Dialect, suffix: bool = False) -> RequestIds:
         """Fresh id and timestamps for one response (cheap: counter + cached second)."""
         now = time.time()
         second = int(now)
         iso = ""
         if dialect.uses_time:
             iso = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return RequestIds(dialect.make_id(next(self._counter), self.salt), second, iso)
+        count = next(self._counter)
+        unique = f"{self.salt}{count:012x}" if suffix else ""
+        return RequestIds(dialect.make_id(count, self.salt), second, iso, unique)
 
     def cache_put(self, key: Tuple[str, str, bytes], plan: Plan) -> None:
         if len(key[2]) > _MAX_CACHED_BODY:
@@ -112,6 +167,69 @@ def _error_response(
     if extra:
         headers.update(extra)
     return _json_response(body, err.status, headers)
+
+
+def _retry_headers(seconds: float) -> Dict[str, str]:
+    return {
+        "retry-after": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000.0))),
+    }
+
+
+def _rate_headers(style: str, d: Decision) -> Dict[str, str]:
+    if style == "openai":
+        return {
+            "x-ratelimit-limit-requests": _str_int(d.limit_requests),
+            "x-ratelimit-limit-tokens": _str_int(d.limit_tokens),
+            "x-ratelimit-remaining-requests": str(d.remaining_requests),
+            "x-ratelimit-remaining-tokens": str(d.remaining_tokens),
+            "x-ratelimit-reset-requests": duration(d.reset_requests_s),
+            "x-ratelimit-reset-tokens": duration(d.reset_tokens_s),
+        }
+    now = time.time()
+    return {
+        "anthropic-ratelimit-requests-limit": str(d.limit_requests),
+        "anthropic-ratelimit-requests-remaining": str(d.remaining_requests),
+        "anthropic-ratelimit-requests-reset": _rfc3339(now + d.reset_requests_s),
+        "anthropic-ratelimit-tokens-limit": str(d.limit_tokens),
+        "anthropic-ratelimit-tokens-remaining": str(d.remaining_tokens),
+        "anthropic-ratelimit-tokens-reset": _rfc3339(now + d.reset_tokens_s),
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _str_int(value: int) -> str:
+    return str(value)
+
+
+def _rfc3339(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(epoch)))
+
+
+def _budget_error(d: Decision, tokens: int) -> ApiError:
+    wait = (
+        "" if math.isinf(d.retry_after_s) else f" Please try again in {duration(d.retry_after_s)}."
+    )
+    if d.refused == "requests":
+        return ApiError(
+            429,
+            f"Rate limit reached for requests per min (RPM) (simulated): Limit "
+            f"{d.limit_requests}, Requested 1.{wait}",
+            kind=RATE_LIMITED,
+        )
+    if math.isinf(d.retry_after_s):
+        return ApiError(
+            429,
+            f"Request too large for tokens per min (TPM) (simulated): Limit {d.limit_tokens}, "
+            f"Requested {tokens}. Reduce the prompt or max_tokens, or raise --tpm.",
+            kind=RATE_LIMITED_TOKENS,
+        )
+    return ApiError(
+        429,
+        f"Rate limit reached for tokens per min (TPM) (simulated): Limit {d.limit_tokens}, "
+        f"Remaining {d.remaining_tokens}, Requested {tokens}.{wait}",
+        kind=RATE_LIMITED_TOKENS,
+    )
 
 
 async def _flush_and_abort(request: web.Request) -> None:
@@ -151,35 +269,48 @@ async def _stall(request: web.Request, state: SimulatorState) -> None:
     await _flush_and_abort(request)
 
 
-def _schedule(
-    plan: StreamPlan, settings: SimulatorSettings, fault: Optional[str]
-) -> List[Tuple[float, List[str]]]:
-    """Turn a plan into (sleep-before-seconds, frames) steps, applying stream faults.
+# Delay kinds of a timeline step: none, time to first token, inter-token gap.
+_NOW, _FIRST, _GAP = 0, 1, 2
+Step = Tuple[int, float, str]  # (delay kind, extra seconds, frame)
 
-    Consecutive frames with no delay between them are merged into one step so
-    they go out in a single write.
-    """
-    ttft = settings.ttft_ms / 1000.0
-    gap = settings.token_delay_ms / 1000.0
-    body: List[Tuple[float, str]] = [
-        (ttft if i == 0 else gap, frame) for i, frame in enumerate(plan.body)
-    ]
-    tail = [(0.0 if body else ttft, frame) for frame in plan.tail]
-    if fault == MALFORMED:
-        at = min(plan.broken_after + 1, len(body))
-        body.insert(at, (0.0, plan.broken))
-    timed: List[Tuple[float, str]] = [(0.0, f) for f in plan.lead]
-    if fault in (DISCONNECT, STALL):
-        timed += body[: settings.fault_after_chunks]
-    else:
-        timed += body + tail
-    steps: List[Tuple[float, List[str]]] = []
-    for delay, frame in timed:
-        if steps and delay == 0.0:
-            steps[-1][1].append(frame)
-        else:
-            steps.append((delay, [frame]))
+
+def _timeline(plan: StreamPlan, settings: SimulatorSettings, fault: Optional[Fault]) -> List[Step]:
+    """The frames of a stream with their delay kinds, stream faults applied."""
+    body: List[Step] = [(_FIRST if i == 0 else _GAP, 0.0, f) for i, f in enumerate(plan.body)]
+    kind = fault.kind if fault is not None else None
+    cut: Optional[int] = None
+    if kind == MALFORMED:
+        body.insert(min(plan.broken_after + 1, len(body)), (_NOW, 0.0, plan.broken))
+    elif kind == DUPLICATE and body:
+        at = min(plan.broken_after, len(body) - 1)
+        body.insert(at + 1, (_NOW, 0.0, body[at][2]))
+    elif kind == LATENCY_SPIKE and body:
+        at = min(settings.fault_after_chunks, len(body) - 1)
+        ms = settings.spike_ms if fault is None or fault.param is None else fault.param
+        body[at] = (body[at][0], ms / 1000.0, body[at][2])
+    elif kind in (DISCONNECT, STALL):
+        cut = settings.fault_after_chunks
+    elif kind == TRUNCATE:
+        cut = (
+            settings.fault_after_chunks
+            if fault is None or fault.param is None
+            else int(fault.param)
+        )
+    steps: List[Step] = [(_NOW, 0.0, f) for f in plan.lead]
+    if cut is not None:
+        return steps + body[:cut]
+    steps += body
+    steps += [(_NOW if body else _FIRST, 0.0, f) for f in plan.tail]
     return steps
+
+
+def _single_write(plan: StreamPlan, settings: SimulatorSettings, fault: Optional[Fault]) -> str:
+    """The whole faulted stream as one template, for the zero-delay path."""
+    if fault is None:
+        return plan.joined
+    if fault.kind == MALFORMED:
+        return plan.joined_malformed
+    return "".join(step[2] for step in _timeline(plan, settings, fault))
 
 
 class _Simulator:
@@ -199,37 +330,21 @@ class _Simulator:
         cache = state.cache
         name = dialect.name
         headers = dict(dialect.headers)
+        latency = state.latency
+        limiter = state.limiter
+        style = dialect.ratelimit_headers
+        check_budget = bool(style) or state.enforce_budgets
 
         async def handler(request: web.Request) -> web.StreamResponse:
             state.requests += 1
             raw = await request.read()
-            fault = state.faults.choose(request.headers.get(FAULT_HEADER))
+            req_headers = request.headers
+            fault = state.faults.choose(req_headers.get(FAULT_HEADER))
             if fault is not None:
-                log.info("%s %s: injecting fault %s", request.method, request.path, fault)
-                if fault == RATE_LIMIT:
-                    return _error_response(
-                        state,
-                        dialect,
-                        ApiError(
-                            429, "Rate limit reached for requests (simulated).", kind=RATE_LIMITED
-                        ),
-                        {
-                            "Retry-After": str(settings.retry_after_s),
-                            "x-ratelimit-remaining-requests": "0",
-                            FAULT_HEADER: fault,
-                        },
-                    )
-                if fault != DISCONNECT and fault != STALL and fault != MALFORMED:
-                    return _error_response(
-                        state,
-                        dialect,
-                        ApiError(
-                            500,
-                            "The server had an error while processing your request (simulated).",
-                            kind=SERVER,
-                        ),
-                        {FAULT_HEADER: fault},
-                    )
+                log.info("%s %s: injecting fault %s", request.method, request.path, fault.kind)
+                error = _fault_error(state, dialect, fault.kind)
+                if error is not None:
+                    return error
             subkey, route = route_key(request)
             key = (name, subkey, raw)
             plan = cache.get(key)
@@ -241,23 +356,55 @@ class _Simulator:
                 except ValueError as exc:
                     return _error_response(state, dialect, dialect.invalid_json(exc))
                 try:
-                    gen = dialect.parse(data, route)
+                    plan = dialect.make_plan(
+                        data,
+                        route,
+                        settings.answer_tokens,
+                        settings.seed,
+                        settings.tokens_per_chunk,
+                    )
                 except ApiError as err:
                     log.debug(
                         "%s %s: invalid request: %s", request.method, request.path, err.message
                     )
                     return _error_response(state, dialect, err)
-                comp = complete(gen)
-                if gen.stream:
-                    plan = dialect.build_stream(gen, comp, settings.tokens_per_chunk)
-                else:
-                    plan = dialect.build_full(gen, comp)
-                    plan.chunks = -(-comp.completion_tokens // settings.tokens_per_chunk)
                 state.cache_put(key, plan)
-            ids = state.ids(dialect)
-            if isinstance(plan, FullPlan):
-                return await self._full(request, dialect, plan, ids, fault, headers)
-            return await self._stream(request, dialect, plan, ids, fault, headers)
+            try:
+                timing = latency.timing(req_headers.get(LATENCY_HEADER))
+            except ValueError as exc:
+                return _error_response(state, dialect, ApiError(400, str(exc)))
+            hdrs = headers
+            if check_budget:
+                tokens = plan.prompt_tokens + plan.completion_tokens
+                api_key = api_key_of(req_headers) or request.query.get("key", "")
+                decision = limiter.check(api_key, tokens)
+                if style:
+                    hdrs = {**headers, **_rate_headers(style, decision)}
+                if decision.refused is not None:
+                    retry = 60.0 if math.isinf(decision.retry_after_s) else decision.retry_after_s
+                    return _error_response(
+                        state,
+                        dialect,
+                        _budget_error(decision, tokens),
+                        {**hdrs, **_retry_headers(retry)},
+                    )
+            ids = state.ids(dialect, plan.uses_suffix)
+            slots = state.slots
+            if slots is not None:
+                state.waiting += 1
+                try:
+                    await slots.acquire()
+                finally:
+                    state.waiting -= 1
+            latency.active += 1
+            try:
+                if isinstance(plan, FullPlan):
+                    return await self._full(request, dialect, plan, ids, fault, hdrs, timing)
+                return await self._stream(request, dialect, plan, ids, fault, hdrs, timing)
+            finally:
+                latency.active -= 1
+                if slots is not None:
+                    slots.release()
 
         return handler
 
@@ -267,21 +414,28 @@ class _Simulator:
         dialect: Dialect,
         plan: FullPlan,
         ids: RequestIds,
-        fault: Optional[str],
-        headers: Dict[str, str],
+        fault: Optional[Fault],
+        headers: Mapping[str, str],
+        timing: Timing,
     ) -> web.StreamResponse:
         settings = self.settings
-        body = dialect.fill(plan.body, ids).encode("utf-8")
+        body = plan.compiled.render(ids)
         hdrs = {"Content-Type": plan.content_type, **headers}
-        if fault is not None:
-            hdrs[FAULT_HEADER] = fault
-        if not settings.zero_delay:
+        kind = fault.kind if fault is not None else None
+        if kind is not None:
+            hdrs[FAULT_HEADER] = kind
+        delay = 0.0
+        if not timing.zero:
             # A real model only answers once the whole completion is generated.
-            gaps = max(0, plan.chunks - 1)
-            await asyncio.sleep((settings.ttft_ms + settings.token_delay_ms * gaps) / 1000.0)
-        if fault is None:
+            delay = self.state.latency.total(timing, plan.prompt_tokens, plan.chunks)
+        if kind == LATENCY_SPIKE:
+            assert fault is not None
+            delay += (settings.spike_ms if fault.param is None else fault.param) / 1000.0
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if kind is None or kind == DUPLICATE or kind == LATENCY_SPIKE:
             return web.Response(body=body, headers=hdrs)
-        if fault == MALFORMED:
+        if kind == MALFORMED or kind == TRUNCATE:
             return web.Response(body=body[: len(body) // 2], headers=hdrs)
         resp = web.StreamResponse(headers=hdrs)
         resp.content_length = len(body)
@@ -290,7 +444,7 @@ class _Simulator:
             await resp.write(body[: len(body) // 2])
         except ConnectionError:
             return resp
-        if fault == STALL:
+        if kind == STALL:
             await _stall(request, self.state)
         else:
             await _flush_and_abort(request)
@@ -302,29 +456,51 @@ class _Simulator:
         dialect: Dialect,
         plan: StreamPlan,
         ids: RequestIds,
-        fault: Optional[str],
-        headers: Dict[str, str],
+        fault: Optional[Fault],
+        headers: Mapping[str, str],
+        timing: Timing,
     ) -> web.StreamResponse:
         settings = self.settings
         hdrs = {"Content-Type": plan.content_type, "Cache-Control": "no-cache", **headers}
-        if fault is not None:
-            hdrs[FAULT_HEADER] = fault
-        if settings.zero_delay and (fault is None or fault == MALFORMED):
-            template = plan.joined if fault is None else plan.joined_malformed
-            return web.Response(body=dialect.fill(template, ids).encode("utf-8"), headers=hdrs)
+        kind = fault.kind if fault is not None else None
+        if kind is not None:
+            hdrs[FAULT_HEADER] = kind
+        suffix = plan.uses_suffix
+        if timing.zero and kind not in _TIMED_FAULTS:
+            if kind is None:
+                return web.Response(body=plan.compiled.render(ids), headers=hdrs)
+            template = _single_write(plan, settings, fault)
+            return web.Response(
+                body=dialect.fill(template, ids, suffix).encode("utf-8"), headers=hdrs
+            )
+        latency = self.state.latency
         resp = web.StreamResponse(headers=hdrs)
         await resp.prepare(request)
+        pending: List[str] = []
         try:
-            for delay, frames in _schedule(plan, settings, fault):
+            for delay_kind, extra, frame in _timeline(plan, settings, fault):
+                if delay_kind == _FIRST:
+                    delay = latency.ttft(timing, plan.prompt_tokens) + extra
+                elif delay_kind == _GAP:
+                    delay = latency.gap(timing) + extra
+                else:
+                    delay = extra
                 if delay > 0:
+                    if pending:
+                        await resp.write(
+                            dialect.fill("".join(pending), ids, suffix).encode("utf-8")
+                        )
+                        pending = []
                     await asyncio.sleep(delay)
-                await resp.write(dialect.fill("".join(frames), ids).encode("utf-8"))
+                pending.append(frame)
+            if pending:
+                await resp.write(dialect.fill("".join(pending), ids, suffix).encode("utf-8"))
         except ConnectionError:
             log.debug("%s %s: client went away mid-stream", request.method, request.path)
             return resp
-        if fault == STALL:
+        if kind == STALL:
             await _stall(request, self.state)
-        elif fault == DISCONNECT:
+        elif kind == DISCONNECT:
             await _flush_and_abort(request)
         return resp
 
@@ -332,16 +508,29 @@ class _Simulator:
 
     async def health(self, request: web.Request) -> web.StreamResponse:
         s = self.settings
+        state = self.state
         body = {
             "status": "ok",
             "service": "vastar-simulator",
-            "requests": self.state.requests,
-            "faults": self.state.faults.counts,
+            "requests": state.requests,
+            "faults": state.faults.counts,
+            "active": state.latency.active,
+            "waiting": state.waiting,
+            "rate_limited": state.limiter.refused,
             "settings": {
                 "ttft_ms": s.ttft_ms,
+                "ttft_std_ms": s.ttft_std_ms,
                 "token_delay_ms": s.token_delay_ms,
+                "token_delay_std_ms": s.token_delay_std_ms,
+                "prefill_ms_per_token": s.prefill_ms_per_token,
+                "load_factor": s.load_factor,
+                "max_concurrency": s.max_concurrency,
                 "tokens_per_chunk": s.tokens_per_chunk,
+                "answer_tokens": s.answer_tokens,
+                "rpm": s.rpm,
+                "tpm": s.tpm,
                 "fault_rate": s.fault_rate,
+                "fault_kinds": list(s.fault_kinds),
                 "seed": s.seed,
             },
             "dialects": sorted(DIALECTS),
@@ -412,6 +601,13 @@ def _static_route(request: web.Request) -> Tuple[str, Dict[str, Any]]:
     return "", _NO_ROUTE
 
 
+_LEGACY_ROUTE: Dict[str, Any] = {"legacy": True}
+
+
+def _legacy_embed_route(request: web.Request) -> Tuple[str, Dict[str, Any]]:
+    return "legacy", _LEGACY_ROUTE
+
+
 def _gemini_route(request: web.Request) -> Tuple[str, Dict[str, Any]]:
     """Split ``{model}:{method}`` from the path; ``alt=sse`` selects SSE framing."""
     spec = request.match_info["spec"]
@@ -438,9 +634,19 @@ def create_app(settings: Optional[SimulatorSettings] = None) -> web.Application:
     """Build the simulator's aiohttp application.
 
     One app holds one fault RNG and one response cache, so two apps with the
-    same settings behave identically for the same request sequence.
+    same settings behave identically for the same request sequence. With
+    ``record_dir`` or ``replay_dir`` set it is the record or replay proxy instead
+    (see :mod:`.recording`).
     """
     settings = settings or SimulatorSettings()
+    if settings.record_dir is not None:
+        from .recording import create_record_app
+
+        return create_record_app(settings)
+    if settings.replay_dir is not None:
+        from .recording import create_replay_app
+
+        return create_replay_app(settings)
     state = SimulatorState(settings)
     sim = _Simulator(state)
     app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -450,6 +656,14 @@ def create_app(settings: Optional[SimulatorSettings] = None) -> web.Application:
     r = app.router
     r.add_post("/v1/chat/completions", sim.generation(DIALECTS["openai"], _static_route))
     r.add_post("/chat/completions", sim.generation(DIALECTS["openai"], _static_route))
+    responses = sim.generation(DIALECTS["openai-responses"], _static_route)
+    r.add_post("/v1/responses", responses)
+    r.add_post("/responses", responses)
+    embeddings = sim.generation(DIALECTS["openai-embeddings"], _static_route)
+    r.add_post("/v1/embeddings", embeddings)
+    r.add_post("/embeddings", embeddings)
+    r.add_post("/api/embed", sim.generation(DIALECTS["ollama-embed"], _static_route))
+    r.add_post("/api/embeddings", sim.generation(DIALECTS["ollama-embed"], _legacy_embed_route))
     r.add_post("/v1/messages", sim.generation(DIALECTS["anthropic"], _static_route))
     r.add_post("/api/chat", sim.generation(DIALECTS["ollama"], _static_route))
     r.add_post("/v1/chat", sim.generation(DIALECTS["cohere-v1"], _static_route))
