@@ -229,6 +229,100 @@ class FlakyUpstream(_Threaded):
             self._stop_loop()
 
 
+class ScriptedUpstream(_Threaded):
+    """A raw HTTP/1.1 server whose answers are scripted byte for byte, per path.
+
+    ``script[path](request)`` returns a list of steps: bytes to write, a float to sleep,
+    ``"close"`` to close the connection, ``"abort"`` to reset it, or ``"hang"`` to keep
+    it open without answering. After the steps the connection waits for the next
+    request (keep-alive). Every request is recorded (``requests``: connection number,
+    head bytes, body bytes) and every connection's peer (``peers``); ``open_now`` and
+    ``max_open`` count connections open at once; ``closed`` lists connections the client
+    closed (by number).
+    """
+
+    def __init__(self, script: Dict[str, Callable[[Dict[str, Any]], List[Any]]]) -> None:
+        super().__init__()
+        self.script = script
+        self.requests: List[Dict[str, Any]] = []
+        self.peers: List[Any] = []
+        self.open_now = 0
+        self.max_open = 0
+        self.closed: List[int] = []
+        self.call(self._start())
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = len(self.peers)
+        self.peers.append(writer.get_extra_info("peername"))
+        self.open_now += 1
+        self.max_open = max(self.max_open, self.open_now)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    self.closed.append(number)
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                body = b""
+                if "content-length" in headers:
+                    body = await reader.readexactly(int(headers["content-length"]))
+                request = {"conn": number, "method": method, "path": path, "head": head,
+                           "headers": headers, "body": body, "time": time.monotonic()}  # fmt: skip
+                self.requests.append(request)
+                steps = self.script[path.split("?", 1)[0]](request)
+                for step in steps:
+                    if isinstance(step, bytes):
+                        writer.write(step)
+                        await writer.drain()
+                    elif isinstance(step, float):
+                        await asyncio.sleep(step)
+                    elif step == "close":
+                        writer.close()
+                        return
+                    elif step == "abort":
+                        writer.transport.abort()
+                        return
+                    elif step == "hang":
+                        if not await reader.read(1):
+                            self.closed.append(number)
+                        return
+        except ConnectionError:
+            self.closed.append(number)
+        finally:
+            self.open_now -= 1
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self._server.close()
+
+        try:
+            self.call(stop())
+        finally:
+            self._stop_loop()
+
+
+def ok(body: bytes = b"ok", extra: str = "") -> bytes:
+    """A complete keep-alive answer with a Content-Length."""
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> bool:
     """Poll ``predicate`` until true or ``timeout`` (bounded in time and count)."""
     end = time.monotonic() + timeout
@@ -239,4 +333,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float
     return predicate()
 
 
-__all__ = ["GOLDEN_SSE_BODY", "FlakyUpstream", "Upstream", "free_port", "wait_until"]
+__all__ = [
+    "GOLDEN_SSE_BODY",
+    "FlakyUpstream",
+    "ScriptedUpstream",
+    "Upstream",
+    "free_port",
+    "ok",
+    "wait_until",
+]
