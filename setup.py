@@ -21,6 +21,7 @@ REQUIRE_EXTENSIONS = os.environ.get("VASTAR_FAST_REQUIRE_EXTENSIONS", "") not in
 EXTENSIONS = [
     ("vastar_fast.protocol._codec_c", "src/vastar_fast/protocol/_codec_c.pyx"),
     ("vastar_fast.sse._scanner_c", "src/vastar_fast/sse/_scanner_c.pyx"),
+    ("vastar_fast.runtime._atomics_c", "src/vastar_fast/runtime/_atomics_c.pyx"),
 ]
 # The runtime's request path, written in Cython's pure Python mode: the .py modules are
 # the pure twin and are compiled, unchanged, into vastar_fast.runtime._compiled.

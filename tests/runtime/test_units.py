@@ -126,9 +126,13 @@ def test_policy_globs_and_limits() -> None:
     assert denial is not None and denial[0] == ErrorClass.PERMANENT
     denial = PolicyEngine.check(t, "api.example.com", 443, 11)
     assert denial is not None and "max_request_bytes" in denial[1]
-    t.in_flight = 1
-    denial = PolicyEngine.check(t, "api.example.com", 443, 1)
-    assert denial is not None and denial[0] == ErrorClass.RATE_LIMITED
+    slot = t.acquire()
+    assert slot >= 0 and t.in_flight == 1
+    assert t.acquire() == -1  # max_concurrent 1
+    denial = t.refusal(-1)
+    assert denial[0] == ErrorClass.RATE_LIMITED and "tenants.t.max_concurrent" in denial[1]
+    t.release(slot)
+    assert t.in_flight == 0 and t.acquire() >= 0
     other = engine.tenant("someone")
     assert other.key == "tenants.default" and other is not engine.tenant("else")
 

@@ -11,13 +11,16 @@ come back would take the whole backlog at once. pybreaker's async support goes t
 Tornado and holds a threading lock around the call; purgatory's open error does not say
 when it probes again and every call goes through its async message bus; aiobreaker has
 no per-host factory. The state machine is small, runs on the event loop thread only (no
-locks), and takes its clock as an argument so tests can drive it.
+locks: compare-and-swap on its state word), and takes its clock as an argument so tests
+can drive it.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
+
+from .atomics import Cells
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker", "BreakerOpen", "Breakers"]
 
@@ -38,20 +41,22 @@ class BreakerOpen(Exception):
         self.message = message
 
 
-class Breaker:
-    """The breaker of one upstream host."""
+_CLOSED, _HALF_OPEN, _OPEN = 0, 1, 2
+_NAMES = (CLOSED, HALF_OPEN, OPEN)
+_PROBING = 4
 
-    __slots__ = (
-        "_clock",
-        "_on_change",
-        "failures",
-        "host",
-        "opened_at",
-        "probing",
-        "reset_timeout",
-        "state",
-        "threshold",
-    )
+
+class Breaker:
+    """The breaker of one upstream host.
+
+    Its state lives in three int64 cells (:mod:`.shared`): the host's key, a word
+    ``failures << 3 | probing << 2 | state`` that only compare-and-swap changes, and the
+    time it opened (ns of ``clock``). Given the cells of a :class:`.shared.SharedState`,
+    every worker process sees and changes the same breaker; without, it has cells of its
+    own. ``on_change(host, state)`` runs in the process that made the change.
+    """
+
+    __slots__ = ("_base", "_cells", "_clock", "_on_change", "host", "reset_timeout", "threshold")
 
     def __init__(
         self,
@@ -60,71 +65,115 @@ class Breaker:
         reset_timeout: float,
         clock: Callable[[], float] = time.monotonic,
         on_change: Optional[Callable[[str, str], None]] = None,
+        cells: Optional[Any] = None,
+        base: int = 0,
     ) -> None:
         self.host = host
         self.threshold = threshold
         self.reset_timeout = reset_timeout
         self._clock = clock
         self._on_change = on_change
-        self.state = CLOSED
-        self.failures = 0
-        self.opened_at = 0.0
-        self.probing = False
+        if cells is None:
+            cells, base = Cells(bytearray(24)), 0
+        self._cells = cells
+        self._base = base + 1  # the state word; the open time follows it
 
-    def _set(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            if self._on_change is not None:
-                self._on_change(self.host, state)
+    # ---------------------------------------------------------------- reading
+    @property
+    def state(self) -> str:
+        return _NAMES[self._cells.load(self._base) & 3]
+
+    @property
+    def failures(self) -> int:
+        return int(self._cells.load(self._base) >> 3)
+
+    @property
+    def probing(self) -> bool:
+        return bool(self._cells.load(self._base) & _PROBING)
+
+    @property
+    def opened_at(self) -> float:
+        return float(self._cells.load(self._base + 1)) / 1e9
 
     def retry_in(self) -> float:
         """Seconds until an open breaker lets a probe through (0 when it would now)."""
         return max(0.0, self.opened_at + self.reset_timeout - self._clock())
 
+    def _changed(self, state: str) -> None:
+        if self._on_change is not None:
+            self._on_change(self.host, state)
+
+    # ---------------------------------------------------------------- the state machine
     def check(self) -> bool:
         """Admit a call or raise BreakerOpen. Returns True when the call is the probe."""
-        state = self.state
-        if state == CLOSED:
-            return False
-        if state == OPEN:
-            wait = self.retry_in()
-            if wait > 0:
+        cells, at = self._cells, self._base
+        while True:
+            word = cells.load(at)
+            state = word & 3
+            if state == _CLOSED:
+                return False
+            if state == _OPEN:
+                wait = self.retry_in()
+                if wait > 0:
+                    raise BreakerOpen(
+                        self.host,
+                        f"circuit breaker for {self.host} is open after {word >> 3} "
+                        f"consecutive connection failures; failing fast, it will probe the "
+                        f"host again in {wait:.1f}s. Retry after that, or check that the "
+                        "upstream is reachable",
+                    )
+                # half-open, and this caller is its single probe
+                if cells.cas(at, word, (word >> 3 << 3) | _PROBING | _HALF_OPEN):
+                    self._changed(HALF_OPEN)
+                    return True
+                continue
+            if word & _PROBING:
                 raise BreakerOpen(
                     self.host,
-                    f"circuit breaker for {self.host} is open after {self.failures} consecutive "
-                    f"connection failures; failing fast, it will probe the host again in "
-                    f"{wait:.1f}s. Retry after that, or check that the upstream is reachable",
+                    f"circuit breaker for {self.host} is half-open and a probe request is in "
+                    "flight; failing fast until it succeeds. Retry in a moment",
                 )
-            self._set(HALF_OPEN)
-            self.probing = False
-        if self.probing:
-            raise BreakerOpen(
-                self.host,
-                f"circuit breaker for {self.host} is half-open and a probe request is in "
-                "flight; failing fast until it succeeds. Retry in a moment",
-            )
-        self.probing = True
-        return True
+            if cells.cas(at, word, word | _PROBING):
+                return True
 
     def record_success(self) -> None:
-        self.failures = 0
-        self.probing = False
-        self._set(CLOSED)
+        cells, at = self._cells, self._base
+        while True:
+            word = cells.load(at)
+            if word == 0:
+                return  # closed, no failures, no probe: nothing to write (the usual case)
+            if cells.cas(at, word, 0):
+                if word & 3 != _CLOSED:
+                    self._changed(CLOSED)
+                return
 
     def record_failure(self) -> None:
-        self.failures += 1
-        self.probing = False
-        if self.state == HALF_OPEN or self.failures >= self.threshold:
-            self.opened_at = self._clock()
-            self._set(OPEN)
+        cells, at = self._cells, self._base
+        while True:
+            word = cells.load(at)
+            failures = (word >> 3) + 1
+            state = word & 3
+            if state == _HALF_OPEN or failures >= self.threshold:
+                cells.store(at + 1, int(self._clock() * 1e9))
+                if cells.cas(at, word, failures << 3 | _OPEN):
+                    if state != _OPEN:
+                        self._changed(OPEN)
+                    return
+            elif cells.cas(at, word, failures << 3 | state):
+                return
 
     def release_probe(self) -> None:
         """The probe ended without telling us about the host (cancelled, deadline)."""
-        self.probing = False
+        cells, at = self._cells, self._base
+        while True:
+            word = cells.load(at)
+            if not word & _PROBING or cells.cas(at, word, word & ~_PROBING):
+                return
 
 
 class Breakers:
-    """Breakers created on first use, one per host key (``scheme://host:port``)."""
+    """Breakers created on first use, one per host key (``scheme://host:port``); in the
+    shared cells of ``shared`` when given (every worker sees the same breaker)."""
 
     def __init__(
         self,
@@ -132,19 +181,25 @@ class Breakers:
         reset_timeout: float,
         clock: Callable[[], float] = time.monotonic,
         on_change: Optional[Callable[[str, str], None]] = None,
+        shared: Optional[Any] = None,
     ) -> None:
         self.threshold = threshold
         self.reset_timeout = reset_timeout
         self._clock = clock
         self._on_change = on_change
+        self._shared = shared
         self._by_host: Dict[str, Breaker] = {}
 
     def get(self, host: str) -> Breaker:
         breaker = self._by_host.get(host)
         if breaker is None:
-            breaker = Breaker(
-                host, self.threshold, self.reset_timeout, self._clock, self._on_change
-            )
+            cells, base = None, 0
+            if self._shared is not None:
+                slot = self._shared.breaker_slot(host)
+                if slot >= 0:
+                    cells, base = self._shared.cells, slot
+            breaker = Breaker(host, self.threshold, self.reset_timeout, self._clock,
+                              self._on_change, cells, base)  # fmt: skip
             self._by_host[host] = breaker
         return breaker
 

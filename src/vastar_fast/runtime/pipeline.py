@@ -89,6 +89,7 @@ class Exchange:
     waiter: Any
     conn: Any
     tenant: Any
+    tenant_slot: cython.longlong
     breaker: Any
     probe: cython.bint
     attempts: cython.int
@@ -121,6 +122,7 @@ class Exchange:
         self.waiter = None
         self.conn = None
         self.tenant = None
+        self.tenant_slot = -1
         self.breaker = None
         self.probe = False
         self.attempts = 0
@@ -191,7 +193,11 @@ class Exchange:
         self.pool_key = (target.scheme, target.host, target.port, tls_key)
         self.breaker = rt.breakers.get(target.host_key)
         self.limit = tenant.policy.max_response_bytes
-        tenant.in_flight += 1
+        slot = tenant.acquire()
+        if slot < 0:
+            denial = tenant.refusal(slot)
+            raise Fail(int(denial[0]), denial[1])
+        self.tenant_slot = slot
         self.tenant = tenant
         if rt.debug:
             log.debug(
@@ -421,7 +427,7 @@ class Exchange:
             ipc.paused_exchanges.discard(self)
         tenant = self.tenant
         if tenant is not None:
-            tenant.in_flight -= 1
+            tenant.release(self.tenant_slot)
         if frame is not None:
             ipc.write(frame)
         rt = self.rt

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Pattern, Tuple
 
 from ..types import ErrorClass
 from .config import RuntimeSettings, TenantPolicy
+from .shared import SharedState
 
 __all__ = ["Denial", "PolicyEngine", "TenantState"]
 
@@ -20,20 +21,42 @@ Denial = Tuple[ErrorClass, str]
 
 
 class TenantState:
-    """A tenant's compiled policy and its live count of requests in flight."""
+    """A tenant's compiled policy and its count of requests in flight.
 
-    __slots__ = ("_allow_all", "_patterns", "in_flight", "key", "name", "policy")
+    The count lives in a :class:`.shared.SharedState` (shared by every worker process
+    of the daemon when there are several), so ``max_concurrent`` holds for the daemon
+    as a whole. :meth:`acquire` counts a request in if the tenant is under its limit.
+    """
 
-    def __init__(self, name: str, key: str, policy: TenantPolicy) -> None:
+    __slots__ = ("_allow_all", "_key", "_patterns", "_shared", "key", "name", "policy")
+
+    def __init__(
+        self, name: str, key: str, policy: TenantPolicy, shared: Optional[SharedState] = None
+    ) -> None:
         self.name = name
         self.key = key
         """Config key of the policy that applies (``tenants.<id>`` or ``tenants.default``)."""
         self.policy = policy
-        self.in_flight = 0
+        self._shared = shared if shared is not None else SharedState(tenant_slots=64,
+                                                                     breaker_slots=1)  # fmt: skip
+        self._key = self._shared.tenant_key(name)
         self._allow_all = "*" in policy.allowed_hosts
         self._patterns: List[Pattern[str]] = [
             re.compile(fnmatch.translate(p.lower())) for p in policy.allowed_hosts
         ]
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight for this tenant, over every worker process."""
+        return self._shared.tenant_count(self._key)
+
+    def acquire(self) -> int:
+        """Count a request in: its slot (give it to :meth:`release`), -1 when the tenant
+        is at ``max_concurrent``, -2 when the tenant table is full."""
+        return self._shared.tenant_acquire(self._key, self.policy.max_concurrent)
+
+    def release(self, slot: int) -> None:
+        self._shared.tenant_release(slot)
 
     def host_allowed(self, host: str, port: int) -> bool:
         if self._allow_all:
@@ -42,12 +65,28 @@ class TenantState:
         host_port = f"{host}:{port}"
         return any(p.match(host) or p.match(host_port) for p in self._patterns)
 
+    def refusal(self, code: int) -> Denial:
+        """The RATE_LIMITED answer for an :meth:`acquire` that failed with ``code``."""
+        if code == -2:
+            return (
+                ErrorClass.RATE_LIMITED,
+                "the runtime is tracking as many tenants with requests in flight as it can; "
+                "retry in a moment",
+            )
+        return (
+            ErrorClass.RATE_LIMITED,
+            f"tenant {self.name!r} already has {self.in_flight} requests in flight, its "
+            f"quota ({self.key}.max_concurrent); retry after some of them finish",
+        )
+
 
 class PolicyEngine:
-    """Admits requests for tenants; one per daemon, used on the event loop thread only."""
+    """Admits requests for tenants; one per daemon (per worker process), used on the
+    event loop thread only."""
 
-    def __init__(self, settings: RuntimeSettings) -> None:
+    def __init__(self, settings: RuntimeSettings, shared: Optional[SharedState] = None) -> None:
         self._settings = settings
+        self._shared = shared if shared is not None else SharedState()
         self._tenants: Dict[str, TenantState] = {}
 
     def tenant(self, tenant_id: str) -> TenantState:
@@ -57,13 +96,15 @@ class PolicyEngine:
         if state is None:
             listed = tenant_id in self._settings.tenants
             key = f"tenants.{tenant_id}" if listed else "tenants.default"
-            state = TenantState(tenant_id, key, self._settings.policy_for(tenant_id))
+            state = TenantState(tenant_id, key, self._settings.policy_for(tenant_id),
+                                self._shared)  # fmt: skip
             self._tenants[tenant_id] = state
         return state
 
     @staticmethod
     def check(state: TenantState, host: str, port: int, request_bytes: int) -> Optional[Denial]:
-        """None when the request may go ahead, else (error class, message)."""
+        """None when the request may go ahead (hosts and size), else (error class,
+        message). The concurrency limit is :meth:`TenantState.acquire`'s."""
         policy = state.policy
         if not state.host_allowed(host, port):
             return (
@@ -78,11 +119,5 @@ class PolicyEngine:
                 f"request of {request_bytes} bytes exceeds tenant {state.name!r}'s limit of "
                 f"{policy.max_request_bytes} bytes ({state.key}.max_request_bytes); send a "
                 "smaller request",
-            )
-        if state.in_flight >= policy.max_concurrent:
-            return (
-                ErrorClass.RATE_LIMITED,
-                f"tenant {state.name!r} already has {state.in_flight} requests in flight, its "
-                f"quota ({state.key}.max_concurrent); retry after some of them finish",
             )
         return None

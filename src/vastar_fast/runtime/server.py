@@ -29,6 +29,7 @@ from .listen import SocketInUseError, bind_tcp, bind_unix
 from .metrics import Metrics, create_metrics
 from .policy import PolicyEngine
 from .retry import RetryPolicy
+from .shared import SharedState
 
 __all__ = ["Runtime", "SocketInUseError"]
 
@@ -41,7 +42,8 @@ class Runtime:
     Create it, ``await start()`` on the loop that will run it, then
     ``await serve_until_stopped()``; :meth:`request_stop` (signal handler, other thread
     via ``call_soon_threadsafe``) begins the graceful shutdown. ``sockets`` gives it
-    listening sockets bound elsewhere (the worker processes of ``--workers``).
+    listening sockets bound elsewhere and ``shared`` the state shared with its sibling
+    processes (the worker processes of ``--workers``).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class Runtime:
         socket_path: Optional[str] = None,
         tcp: Optional[Tuple[str, int]] = None,
         sockets: Optional[List[socket.socket]] = None,
+        shared: Optional[SharedState] = None,
     ) -> None:
         if socket_path is None and tcp is None and not sockets:
             raise ValueError("the runtime needs a Unix socket path or a TCP address to listen on")
@@ -63,13 +66,16 @@ class Runtime:
         self.active = 0
         self.connections: Set[Any] = set()
         """The live client connections (``IPCConnection`` of the serving twin)."""
-        self.policy = PolicyEngine(settings)
+        self.shared = shared if shared is not None else SharedState()
+        """Tenant counts and breakers (shared by the worker processes of ``--workers``)."""
+        self.policy = PolicyEngine(settings, self.shared)
         self.metrics: Metrics = Metrics()
         self._metrics_on = False
         self.breakers = Breakers(
             settings.breaker.failure_threshold,
             settings.breaker.reset_timeout_s,
             on_change=self._breaker_changed,
+            shared=self.shared,
         )
         self.retry = RetryPolicy(settings.retry)
         self.debug = False
