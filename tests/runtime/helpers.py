@@ -63,6 +63,8 @@ class Daemon:
             args += ["--config", str(cfg)]
         if tcp:
             args += ["--tcp", "127.0.0.1:0"]
+        if "--workers" not in extra:
+            args += ["--workers", "1"]  # the same process layout on every machine
         args += list(extra)
         self.args = args
         self.proc: Optional[subprocess.Popen[bytes]] = None

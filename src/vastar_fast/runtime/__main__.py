@@ -2,7 +2,8 @@
 
 Prints one readiness line to stdout once listening (and writes ``--ready-file``), so a
 parent process can wait for it instead of polling the socket. SIGTERM/SIGINT stop it
-gracefully (a second signal abandons in-flight requests at once); exit status 0.
+gracefully (a second signal abandons in-flight requests at once); exit status 0. With
+``--workers N`` above 1, a supervisor runs N worker processes (``workers.py``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="write this JSON file ({pid, socket, tcp_port, metrics_port}) once listening",
     )
     p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes sharing the listening sockets, each serving whole "
+        "connections; tenant limits and breakers are shared by all (default: "
+        "$VASTAR_RUNTIME_WORKERS, else one per two usable CPUs, at least 1)",
+    )
     return p
 
 
@@ -77,11 +86,32 @@ def _listen(
     return socket_path, tcp
 
 
+def _worker_count(args: argparse.Namespace) -> int:
+    """--workers, else $VASTAR_RUNTIME_WORKERS, else the measured default."""
+    if args.workers is not None:
+        value, where = str(args.workers), "--workers"
+    elif os.environ.get("VASTAR_RUNTIME_WORKERS"):
+        value, where = os.environ["VASTAR_RUNTIME_WORKERS"], "$VASTAR_RUNTIME_WORKERS"
+    else:
+        from .workers import default_workers
+
+        return default_workers()
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{where} {value!r} is not a whole number of workers") from None
+    if not 1 <= count <= 256:
+        raise ValueError(f"{where} {count} is out of range: use 1 to 256 workers")
+    return count
+
+
 def _setup_logging(level: str) -> None:
     from .redact import RedactingFilter
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    )
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -140,6 +170,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"vastar runtime: bad configuration: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
+    try:
+        workers = _worker_count(args)
+    except ValueError as exc:
+        print(f"vastar runtime: {exc}", file=sys.stderr)
+        return 2
+    if workers > 1:
+        from .workers import supervise
+
+        socket_path, tcp = _listen(args, settings)
+        return supervise(settings, workers, socket_path, tcp, loop_factory(not args.no_uvloop),
+                         args.ready_file, _write_ready_file)  # fmt: skip
     loop = loop_factory(not args.no_uvloop)()
     asyncio.set_event_loop(loop)
     try:

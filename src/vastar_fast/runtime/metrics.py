@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from .breaker import STATE_VALUE
 
-__all__ = ["Metrics", "NullMetrics", "PrometheusMetrics", "create_metrics"]
+__all__ = ["Metrics", "NullMetrics", "PrometheusMetrics", "create_metrics", "serve_multiprocess"]
 
 _ERROR_NAMES = ("success", "transient", "permanent", "rate_limited", "timeout", "invalid_request")
 
@@ -39,7 +39,12 @@ NullMetrics = Metrics
 
 
 class PrometheusMetrics(Metrics):
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    """The daemon's metrics, served on ``host:port``; with ``port=None`` (a worker
+    process of ``--workers``, prometheus-client's multiprocess mode) they are only
+    recorded, and the supervisor serves the sum of every worker's
+    (:func:`serve_multiprocess`)."""
+
+    def __init__(self, port: Optional[int], host: str = "127.0.0.1") -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
         from prometheus_client.exposition import start_http_server
 
@@ -74,17 +79,24 @@ class PrometheusMetrics(Metrics):
             registry=self.registry,
         )
         self._in_flight = Gauge(
-            "vastar_runtime_in_flight", "Requests in flight on the daemon", registry=self.registry
+            "vastar_runtime_in_flight",
+            "Requests in flight on the daemon",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self._breaker = Gauge(
             "vastar_runtime_breaker_state",
             "Circuit breaker state per upstream host (0 closed, 1 half-open, 2 open)",
             ["host"],
             registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
-        started: Any = start_http_server(port, addr=host, registry=self.registry)
-        self._server = started[0] if isinstance(started, tuple) else None
-        self.port = self._server.server_port if self._server is not None else port
+        self._server: Any = None
+        self.port = None
+        if port is not None:
+            started: Any = start_http_server(port, addr=host, registry=self.registry)
+            self._server = started[0] if isinstance(started, tuple) else None
+            self.port = self._server.server_port if self._server is not None else port
 
     def observe(self, tenant: str, error_class: int, seconds: float) -> None:
         name = _ERROR_NAMES[error_class] if 0 <= error_class < 6 else str(error_class)
@@ -105,3 +117,16 @@ class PrometheusMetrics(Metrics):
 
 def create_metrics(port: Optional[int]) -> Metrics:
     return NullMetrics() if port is None else PrometheusMetrics(port)
+
+
+def serve_multiprocess(port: int, host: str = "127.0.0.1") -> Any:
+    """Serve the sum of every worker's metrics (``PROMETHEUS_MULTIPROC_DIR`` must have
+    been set before prometheus-client was first imported); the HTTP server."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    started: Any = start_http_server(port, addr=host, registry=registry)
+    return started[0] if isinstance(started, tuple) else None

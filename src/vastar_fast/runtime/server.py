@@ -42,8 +42,8 @@ class Runtime:
     Create it, ``await start()`` on the loop that will run it, then
     ``await serve_until_stopped()``; :meth:`request_stop` (signal handler, other thread
     via ``call_soon_threadsafe``) begins the graceful shutdown. ``sockets`` gives it
-    listening sockets bound elsewhere and ``shared`` the state shared with its sibling
-    processes (the worker processes of ``--workers``).
+    listening sockets bound elsewhere, ``shared`` the state shared with its sibling
+    processes and ``metrics`` the recorder (the worker processes of ``--workers``).
     """
 
     def __init__(
@@ -53,6 +53,7 @@ class Runtime:
         tcp: Optional[Tuple[str, int]] = None,
         sockets: Optional[List[socket.socket]] = None,
         shared: Optional[SharedState] = None,
+        metrics: Optional[Metrics] = None,
     ) -> None:
         if socket_path is None and tcp is None and not sockets:
             raise ValueError("the runtime needs a Unix socket path or a TCP address to listen on")
@@ -71,6 +72,7 @@ class Runtime:
         self.policy = PolicyEngine(settings, self.shared)
         self.metrics: Metrics = Metrics()
         self._metrics_on = False
+        self._given_metrics = metrics
         self.breakers = Breakers(
             settings.breaker.failure_threshold,
             settings.breaker.reset_timeout_s,
@@ -110,7 +112,10 @@ class Runtime:
                 await self._serve_socket(sock)
             if self.tcp is not None and not self._given_sockets:
                 await self._serve_socket(bind_tcp(*self.tcp))
-            if self.settings.metrics_port is not None:
+            if self._given_metrics is not None:
+                self.metrics = self._given_metrics
+                self._metrics_on = True
+            elif self.settings.metrics_port is not None:
                 self.metrics = create_metrics(self.settings.metrics_port)
                 self._metrics_on = True
         except BaseException:
