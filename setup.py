@@ -5,6 +5,7 @@ compiler: set VASTAR_FAST_NO_EXTENSIONS=1 to skip the extensions, and a failed c
 falls back to a pure install with a warning instead of failing ``pip install``.
 """
 
+import glob
 import os
 import sys
 
@@ -65,8 +66,10 @@ def _extensions() -> list:
         sys.stderr.write("WARNING: Cython is not installed; building the pure-Python twins only.\n")
         return []
     extra = [] if sys.platform == "win32" else ["-O3"]
+    # The C helpers are headers: list them so editing one rebuilds the extensions.
+    headers = sorted(glob.glob(os.path.join("csrc", "*.h")))
     exts = [
-        Extension(name, [path], include_dirs=["csrc"], extra_compile_args=extra)
+        Extension(name, [path], include_dirs=["csrc"], extra_compile_args=extra, depends=headers)
         for name, path in sources
     ]
     return cythonize(
