@@ -52,6 +52,11 @@ class OptionalBuildExt(build_ext):
         )
 
 
+def compile_args(platform: str) -> list:
+    """Extra compiler flags for a ``sys.platform`` (tools/native_checks.py uses the same)."""
+    return [] if platform == "win32" else ["-O3"]
+
+
 def _extensions() -> list:
     if NO_EXTENSIONS:
         return []
@@ -65,7 +70,7 @@ def _extensions() -> list:
             raise
         sys.stderr.write("WARNING: Cython is not installed; building the pure-Python twins only.\n")
         return []
-    extra = [] if sys.platform == "win32" else ["-O3"]
+    extra = compile_args(sys.platform)
     # The C helpers are headers: list them so editing one rebuilds the extensions.
     headers = sorted(glob.glob(os.path.join("csrc", "*.h")))
     exts = [

@@ -38,6 +38,17 @@
  * leave them out. */
 #if defined(VF_X86_64) && (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
 #include <immintrin.h>
+/* clang in MSVC mode (clang-cl) declares the AVX2 / AVX-512 intrinsics only when the
+ * whole file targets them (its immintrin.h gates them on __AVX2__ etc. under _MSC_VER,
+ * as tools/native_checks.py found), so there the paths need /arch:AVX2 / AVX512. */
+#if defined(_MSC_VER) && defined(__clang__)
+#if !defined(__AVX2__) && !defined(VF_NO_AVX2)
+#define VF_NO_AVX2 1
+#endif
+#if !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI2__)) && !defined(VF_NO_AVX512)
+#define VF_NO_AVX512 1
+#endif
+#endif
 #if !defined(VF_NO_AVX2)
 #define VF_AVX2 1
 #endif
@@ -59,12 +70,16 @@
 #define VF_NEON 1
 #endif
 
-#if defined(_MSC_VER) && !defined(__clang__)
+/* The MSVC-only code (cpuid detection, bit-scan intrinsics): under MSVC, or under clang
+ * in MSVC mode when VF_MSVC_PATHS is defined, which tools/native_checks.py does so that
+ * this code is compiled somewhere other than on a Windows runner. */
+#if defined(_MSC_VER) && (!defined(__clang__) || defined(VF_MSVC_PATHS))
+#define VF_MSVC 1
 #include <intrin.h>
 #endif
 
 /* Count trailing zeros of a non-zero mask. */
-#if defined(_MSC_VER) && !defined(__clang__)
+#if defined(VF_MSVC)
 static __inline int vf_ctz32(uint32_t m) { unsigned long i; _BitScanForward(&i, m); return (int)i; }
 #if defined(_M_X64) || defined(_M_ARM64)
 static __inline int vf_ctz64(uint64_t m) { unsigned long i; _BitScanForward64(&i, m); return (int)i; }
@@ -94,9 +109,12 @@ static const char *const vf_simd_names[VF_SIMD_COUNT] = {"scalar", "sse2", "avx2
                                                          "neon"};
 
 #if defined(VF_AVX2) || defined(VF_AVX512)
-#if defined(_MSC_VER) && !defined(__clang__)
+#if defined(VF_MSVC)
 /* cpuid leaves 1 and 7 plus XGETBV: the CPU has the feature and the OS saves its
  * registers (YMM for AVX2; opmask, ZMM0-15 high halves and ZMM16-31 for AVX-512). */
+#if defined(__clang__)
+__attribute__((target("xsave")))
+#endif
 static void vf_x86_detect(int *avx2, int *avx512)
 {
     int r[4], max_leaf;
