@@ -535,12 +535,19 @@ class Checks:
             return
         build = self.work / "asan-build"
         site = self.work / "asan-site"
+        logs = self.work / "asan-logs"
+        logs.mkdir(exist_ok=True)
+        # pointer-overflow stays on for tools/simd_parity.c but not here: the argument
+        # handling Cython generates for vectorcall tp_new computes NULL + 0 (reported as
+        # "applying zero offset to null pointer") whenever a cdef class is created
+        # without arguments, in code that is not ours.
+        flags = [*SANITIZE_FLAGS, "-fno-sanitize=pointer-overflow"]
         env = dict(
             os.environ,
             CC=clang,
             LDSHARED=f"{clang} -shared",
-            CFLAGS=" ".join(SANITIZE_FLAGS),
-            LDFLAGS=" ".join([*SANITIZE_FLAGS, "-shared-libasan"]),
+            CFLAGS=" ".join(flags),
+            LDFLAGS=" ".join([*flags, "-shared-libasan"]),
             VASTAR_FAST_REQUIRE_EXTENSIONS="1",
         )
         env.pop("VASTAR_FAST_NO_EXTENSIONS", None)
@@ -584,9 +591,11 @@ class Checks:
                 os.pathsep
             ),
             LD_PRELOAD=runtime,
-            # CPython itself is not instrumented and keeps objects until exit: no leak report.
-            ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:allocator_may_return_null=1",
-            UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1",
+            # CPython itself is not instrumented and keeps objects until exit: no leak
+            # report.  Reports go to files too: pytest captures the test's stderr, and a
+            # halted process never prints what it captured.
+            ASAN_OPTIONS=f"detect_leaks=0:abort_on_error=0:allocator_may_return_null=1:log_path={logs}/asan",
+            UBSAN_OPTIONS=f"halt_on_error=1:print_stacktrace=1:log_path={logs}/ubsan",
             PYTHONMALLOC="malloc",
         )
         run_env.pop("VASTAR_FAST_NO_EXTENSIONS", None)
@@ -615,7 +624,12 @@ class Checks:
         started = time.monotonic()
         rc, out = self.run(cmd, env=run_env, timeout=1800)
         took = time.monotonic() - started
-        finding = re.search(r"(ERROR: AddressSanitizer|runtime error:|SUMMARY: \w+Sanitizer)", out)
+        reports = "".join(
+            Path(f).read_text(errors="replace")[:6000] for f in sorted(glob.glob(str(logs / "*")))
+        )
+        finding = reports or re.search(
+            r"(ERROR: AddressSanitizer|runtime error:|SUMMARY: \w+Sanitizer)", out
+        )
         summary = re.findall(r"^=*\s*(\d+ passed.*?)\s*=*$", out, re.M)
         if rc == 0 and not finding and summary:
             self.record(
@@ -625,7 +639,7 @@ class Checks:
             )
         else:
             why = "sanitizer finding" if finding else f"pytest exit {rc}"
-            self.record("sanitize", "failed", f"{why}:\n{out[-6000:]}")
+            self.record("sanitize", "failed", f"{why}:\n{reports}\n{out[-6000:]}")
 
 
 def _windows_pyconfig(version: Tuple[int, int]) -> str:

@@ -1498,7 +1498,8 @@ cdef object _fast_response(bytes payload):
             digits = 0
             status_v = 0
             while i < n and c'0' <= p[i] <= c'9' and digits < 19:
-                status_v = status_v * 10 + (p[i] - c'0')
+                if digits < 18:  # a 19th digit only rejects: accumulating it could overflow
+                    status_v = status_v * 10 + (p[i] - c'0')
                 digits += 1
                 i += 1
             if digits == 0 or digits > 18:
