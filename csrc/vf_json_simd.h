@@ -199,17 +199,21 @@ static inline vf_ssize vf_unescape_u(const uint8_t *p, vf_ssize i, vf_ssize n, u
  * escape backslashes).  Returns the "hard" bytes: non-zero means the step ends at the
  * lowest one, which the scalar rules handle (an unescaped quote, a control character,
  * the backslash of \u or of an invalid escape). */
+static inline uint64_t vf_window_escapes(uint64_t bs, uint64_t carry, uint64_t *keep)
+{
+    const uint64_t odd = 0xAAAAAAAAAAAAAAAAULL;
+    uint64_t code;
+    bs &= ~carry; /* an escaped backslash starts nothing */
+    code = (((bs << 1) | odd) - bs) ^ odd;
+    *keep = ~(code & bs);        /* all but the backslashes that start an escape */
+    return (code ^ bs) | carry;  /* the byte after each of them */
+}
+
 static inline uint64_t vf_window_masks(uint64_t bs, uint64_t qt, uint64_t ct, uint64_t valid,
                                        uint64_t carry, uint64_t *escaped, uint64_t *keep)
 {
-    const uint64_t odd = 0xAAAAAAAAAAAAAAAAULL;
-    uint64_t code, esc, after;
-    bs &= ~carry; /* an escaped backslash starts nothing */
-    code = (((bs << 1) | odd) - bs) ^ odd;
-    esc = code & bs;               /* backslashes that start an escape */
-    after = (code ^ bs) | carry;   /* the byte after each of them      */
+    uint64_t after = vf_window_escapes(bs, carry, keep);
     *escaped = after;
-    *keep = ~esc;
     return (qt & ~after) | ct | ((after & ~valid) >> 1);
 }
 
@@ -355,8 +359,7 @@ static VF_AVX2_TARGET vf_ssize vf_unescape_avx2(const uint8_t *p, vf_ssize i, vf
          * backslash either, so one mask serves both (see vf_window_masks) */
         __m256i aqc = _mm256_or_si256(aq, _mm256_cmpeq_epi8(_mm256_min_epu8(a, vc), a));
         __m256i bqc = _mm256_or_si256(bq, _mm256_cmpeq_epi8(_mm256_min_epu8(b, vc), b));
-        __m256i ka, kb, la, lb;
-        uint64_t bs, qc, valid, escaped, keep, hard;
+        uint64_t bs, qc, qt, escaped, keep;
         int len, stop;
         seen = _mm256_or_si256(seen, _mm256_or_si256(a, b));
 #define VF_MM2(x, y) ((uint64_t)(uint32_t)_mm256_movemask_epi8(x) | ((uint64_t)(uint32_t)_mm256_movemask_epi8(y) << 32))
@@ -369,22 +372,28 @@ static VF_AVX2_TARGET vf_ssize vf_unescape_avx2(const uint8_t *p, vf_ssize i, vf
             i += 64;
             continue;
         }
-        ka = _mm256_and_si256(_mm256_srli_epi16(a, 1), lo4);
-        kb = _mm256_and_si256(_mm256_srli_epi16(b, 1), lo4);
-        la = _mm256_cmpeq_epi8(_mm256_shuffle_epi8(letters, ka), a);
-        lb = _mm256_cmpeq_epi8(_mm256_shuffle_epi8(letters, kb), b);
-        valid = VF_MM2(_mm256_or_si256(_mm256_or_si256(ab, aq), _mm256_or_si256(la, _mm256_cmpeq_epi8(a, vs))),
-                       _mm256_or_si256(_mm256_or_si256(bb, bq), _mm256_or_si256(lb, _mm256_cmpeq_epi8(b, vs))));
-#undef VF_MM2
-        hard = vf_window_masks(bs, qc, 0, valid, carry, &escaped, &keep);
-        stop = vf_window_end(p, i, n, hard, &escaped, &keep, &len, &carry);
-        if (escaped) { /* the escaped letters b f n r t: their control characters */
-            __m256i e = _mm256_set1_epi64x((long long)escaped);
-            a = _mm256_blendv_epi8(a, _mm256_shuffle_epi8(decoded, ka),
-                                   _mm256_and_si256(la, vf_avx2_expand(e, 0)));
-            b = _mm256_blendv_epi8(b, _mm256_shuffle_epi8(decoded, kb),
-                                   _mm256_and_si256(lb, vf_avx2_expand(e, 1)));
+        qt = VF_MM2(aq, bq);
+        escaped = vf_window_escapes(bs, carry, &keep);
+        if (!(escaped & ~(qt | bs))) {
+            /* only \" and \\ escapes (the usual window of an escaped JSON document):
+             * nothing to validate or replace */
+            stop = vf_window_end(p, i, n, qc & ~escaped, &escaped, &keep, &len, &carry);
+        } else {
+            __m256i ka = _mm256_and_si256(_mm256_srli_epi16(a, 1), lo4);
+            __m256i kb = _mm256_and_si256(_mm256_srli_epi16(b, 1), lo4);
+            __m256i la = _mm256_cmpeq_epi8(_mm256_shuffle_epi8(letters, ka), a);
+            __m256i lb = _mm256_cmpeq_epi8(_mm256_shuffle_epi8(letters, kb), b);
+            uint64_t valid = VF_MM2(_mm256_or_si256(_mm256_or_si256(ab, aq), _mm256_or_si256(la, _mm256_cmpeq_epi8(a, vs))),
+                                    _mm256_or_si256(_mm256_or_si256(bb, bq), _mm256_or_si256(lb, _mm256_cmpeq_epi8(b, vs))));
+            __m256i e;
+            stop = vf_window_end(p, i, n, (qc & ~escaped) | ((escaped & ~valid) >> 1), &escaped, &keep,
+                                 &len, &carry);
+            /* the escaped letters b f n r t: their control characters */
+            e = _mm256_set1_epi64x((long long)escaped);
+            a = _mm256_blendv_epi8(a, _mm256_shuffle_epi8(decoded, ka), _mm256_and_si256(la, vf_avx2_expand(e, 0)));
+            b = _mm256_blendv_epi8(b, _mm256_shuffle_epi8(decoded, kb), _mm256_and_si256(lb, vf_avx2_expand(e, 1)));
         }
+#undef VF_MM2
         o = vf_avx2_pack16(o, _mm256_castsi256_si128(a), (unsigned)keep & 0xFFFF);
         o = vf_avx2_pack16(o, _mm256_extracti128_si256(a, 1), (unsigned)(keep >> 16) & 0xFFFF);
         o = vf_avx2_pack16(o, _mm256_castsi256_si128(b), (unsigned)(keep >> 32) & 0xFFFF);
