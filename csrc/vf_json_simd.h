@@ -455,7 +455,7 @@ static vf_ssize vf_unescape_neon(const uint8_t *p, vf_ssize i, vf_ssize n, uint8
     uint8_t *o = *op;
     while (i + 64 <= n) {
         uint8x16_t v[4], mb[4], mq[4], mc[4], key[4], ml[4];
-        uint64_t bs, qt, ct, letter, valid, escaped, keep, repl, hard;
+        uint64_t bs, qt, ct, letter, valid, escaped, keep, repl;
         int k, len, stop;
         uint8x16_t any = vdupq_n_u8(0);
         for (k = 0; k < 4; k++) {
@@ -472,23 +472,31 @@ static vf_ssize vf_unescape_neon(const uint8_t *p, vf_ssize i, vf_ssize n, uint8
             i += 64;
             continue;
         }
-        for (k = 0; k < 4; k++) {
-            key[k] = vandq_u8(vshrq_n_u8(v[k], 1), lo4);
-            ml[k] = vceqq_u8(vqtbl1q_u8(letters, key[k]), v[k]);
-        }
         bs = vf_neon_mask64(mb[0], mb[1], mb[2], mb[3]);
         qt = vf_neon_mask64(mq[0], mq[1], mq[2], mq[3]);
         ct = vf_neon_mask64(mc[0], mc[1], mc[2], mc[3]);
-        letter = vf_neon_mask64(ml[0], ml[1], ml[2], ml[3]);
-        for (k = 0; k < 4; k++) mq[k] = vorrq_u8(vorrq_u8(mq[k], mb[k]), vceqq_u8(v[k], vs));
-        valid = vf_neon_mask64(mq[0], mq[1], mq[2], mq[3]) | letter;
-        hard = vf_window_masks(bs, qt, ct, valid, carry, &escaped, &keep);
-        stop = vf_window_end(p, i, n, hard, &escaped, &keep, &len, &carry);
-        repl = escaped & letter;
-        for (k = 0; k < 4; k++) {
-            unsigned r = (unsigned)(repl >> (16 * k)) & 0xFFFF;
-            if (r) v[k] = vbslq_u8(vf_neon_expand(r), vqtbl1q_u8(decoded, key[k]), v[k]);
-            o = vf_neon_pack16(o, v[k], (unsigned)(keep >> (16 * k)) & 0xFFFF);
+        escaped = vf_window_escapes(bs, carry, &keep);
+        if (!(escaped & ~(qt | bs))) {
+            /* only \" and \\ escapes: nothing to validate or replace (as for AVX2) */
+            stop = vf_window_end(p, i, n, (qt & ~escaped) | ct, &escaped, &keep, &len, &carry);
+            for (k = 0; k < 4; k++)
+                o = vf_neon_pack16(o, v[k], (unsigned)(keep >> (16 * k)) & 0xFFFF);
+        } else {
+            for (k = 0; k < 4; k++) {
+                key[k] = vandq_u8(vshrq_n_u8(v[k], 1), lo4);
+                ml[k] = vceqq_u8(vqtbl1q_u8(letters, key[k]), v[k]);
+            }
+            letter = vf_neon_mask64(ml[0], ml[1], ml[2], ml[3]);
+            for (k = 0; k < 4; k++) mq[k] = vorrq_u8(vorrq_u8(mq[k], mb[k]), vceqq_u8(v[k], vs));
+            valid = vf_neon_mask64(mq[0], mq[1], mq[2], mq[3]) | letter;
+            stop = vf_window_end(p, i, n, (qt & ~escaped) | ct | ((escaped & ~valid) >> 1), &escaped,
+                                 &keep, &len, &carry);
+            repl = escaped & letter;
+            for (k = 0; k < 4; k++) {
+                unsigned r = (unsigned)(repl >> (16 * k)) & 0xFFFF;
+                if (r) v[k] = vbslq_u8(vf_neon_expand(r), vqtbl1q_u8(decoded, key[k]), v[k]);
+                o = vf_neon_pack16(o, v[k], (unsigned)(keep >> (16 * k)) & 0xFFFF);
+            }
         }
         if (stop) {
             i += len;
