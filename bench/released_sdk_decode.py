@@ -33,6 +33,11 @@ from typing import Any, Callable, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+# Importing numpy starts OpenBLAS's thread pool, whose threads keep two shared cores
+# busy for a while and halve the speed of whatever is timed next (measured: the pure
+# decode 97 -> 244 us right after `import numpy`).  The decode never calls BLAS, so both
+# processes run it single-threaded; test_bench_codec below imports numpy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from test_bench_codec import _sse_response_body  # noqa: E402
 
