@@ -147,7 +147,9 @@ def test_environment_variable_forces_each_path(twins: Twins, paths: List[str]) -
     for path in paths:
         proc = _selected(path)
         assert proc.stdout.split() == [path, ",".join(paths)]
-        assert proc.stderr == ""
+        # no fallback warning (other import-time warnings, e.g. 3.14t re-enabling the
+        # GIL for the compiled twins, may appear)
+        assert "VASTAR_FAST_SIMD" not in proc.stderr
     proc = _selected(" AVX2 " if "avx2" in paths else "Scalar")
     assert proc.stdout.split()[0] == ("avx2" if "avx2" in paths else "scalar")
     assert _selected("").stdout.split()[0] == best
