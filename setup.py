@@ -5,6 +5,7 @@ compiler: set VASTAR_FAST_NO_EXTENSIONS=1 to skip the extensions, and a failed c
 falls back to a pure install with a warning instead of failing ``pip install``.
 """
 
+import glob
 import os
 import sys
 
@@ -55,6 +56,11 @@ class OptionalBuildExt(build_ext):
         )
 
 
+def compile_args(platform: str) -> list:
+    """Extra compiler flags for a ``sys.platform`` (tools/native_checks.py uses the same)."""
+    return [] if platform == "win32" else ["-O3"]
+
+
 def _extensions() -> list:
     if NO_EXTENSIONS:
         return []
@@ -68,9 +74,11 @@ def _extensions() -> list:
             raise
         sys.stderr.write("WARNING: Cython is not installed; building the pure-Python twins only.\n")
         return []
-    extra = [] if sys.platform == "win32" else ["-O3"]
+    extra = compile_args(sys.platform)
+    # The C helpers are headers: list them so editing one rebuilds the extensions.
+    headers = sorted(glob.glob(os.path.join("csrc", "*.h")))
     exts = [
-        Extension(name, [path], include_dirs=["csrc"], extra_compile_args=extra)
+        Extension(name, [path], include_dirs=["csrc"], extra_compile_args=extra, depends=headers)
         for name, path in sources
     ]
     built = cythonize(

@@ -40,6 +40,9 @@ GOLDEN = (
     else os.path.join(HERE, "..", "tests", "golden")
 )
 IMPLS = ["compiled", "pure", "released"]
+# The 35 KB decode also runs the compiled twin on each JSON-unescaper path this CPU
+# allows ("compiled-avx2", ...), forced with the private _simd() switch.
+SIMD_IMPLS = [f"compiled-{p}" for p in (_codec_c._simd_paths() if _codec_c else ())]
 
 # The reference chat request: a chat-completions POST as an SDK user sends it.
 CHAT_BODY = json.dumps(
@@ -182,7 +185,7 @@ def test_encode_chat_request(benchmark: Any, impl: str) -> None:
 def _decoder(impl: str) -> Callable[[bytes], Any]:
     if impl == "released":
         return released_codec.decode_http_response
-    codec = _codec(impl)
+    codec = _codec(impl.split("-")[0])
     dec_frame = codec.decode_execute_response
     dec_payload = codec.decode_http_response_payload
 
@@ -198,10 +201,19 @@ def _decoder(impl: str) -> Callable[[bytes], Any]:
 def _decode_bench(benchmark: Any, impl: str, body: bytes) -> None:
     decode = _decoder(impl)
     want = released_codec.decode_http_response(body)
-    got = decode(body)
-    assert (got[0], got[1], got[2]) == want
-    result = benchmark(decode, body)
-    assert (result[0], result[1], result[2]) == want
+    simd = impl.split("-", 1)[1] if impl.startswith("compiled-") else None
+    before = _codec_c._simd() if simd and _codec_c else None
+    try:
+        if simd:
+            assert _codec_c._simd(simd) == simd
+            benchmark.extra_info["simd"] = simd
+        got = decode(body)
+        assert (got[0], got[1], got[2]) == want
+        result = benchmark(decode, body)
+        assert (result[0], result[1], result[2]) == want
+    finally:
+        if before:
+            _codec_c._simd(before)
     benchmark.extra_info["bytes"] = len(body)
     benchmark.extra_info["body_bytes"] = len(want[2])
     if impl == "released":
@@ -215,7 +227,7 @@ def test_decode_small_response(benchmark: Any, impl: str) -> None:
 
 
 @pytest.mark.benchmark(group="decode_sse_35KB")
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPLS + SIMD_IMPLS)
 def test_decode_sse_35KB(benchmark: Any, impl: str) -> None:
     _decode_bench(benchmark, impl, _sse_response_body())
 

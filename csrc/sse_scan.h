@@ -63,7 +63,14 @@ typedef struct {
 #define SSE_ONES_1 0x0101010101010101ULL
 #define SSE_ONES_2 0x0001000100010001ULL
 #define SSE_ONES_4 0x0000000100000001ULL
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_ARM64))
+/* MSVC (and clang-cl) on x64 / ARM64, both little-endian: the same scans, with the
+ * MSVC bit-scan intrinsic */
+#include <intrin.h>
+#define SSE_SWAR_OK 1
+static __inline int sse_ctz64(unsigned long long m) { unsigned long i; _BitScanForward64(&i, m); return (int)i; }
+#define SSE_CTZ64(m) sse_ctz64(m)
+#elif defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define SSE_SWAR_OK 1
 #define SSE_CTZ64(m) __builtin_ctzll(m)
 #else

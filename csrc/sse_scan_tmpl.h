@@ -48,7 +48,7 @@ static inline uint64_t SSE_FN(sse_swar_eq)(uint64_t v, uint64_t ch) {
 }
 
 #define SSE_LANES ((Py_ssize_t)(8 / sizeof(SSE_T)))
-#define SSE_LANE_OF(m) ((Py_ssize_t)(SSE_CTZ64(m) / (8 * sizeof(SSE_T))))
+#define SSE_LANE_OF(m) ((Py_ssize_t)((size_t)SSE_CTZ64(m) / (8 * sizeof(SSE_T))))
 
 /* Scan a string whose opening quote is at c->i.  On success c->i is just past
  * the closing quote and 1 is returned; *esc tells whether it held escapes. */

@@ -142,7 +142,10 @@ cdef extern from "codec_json.h":
     int vf_utf8_valid_sp(const uint8_t *p, Py_ssize_t n) nogil
     Py_ssize_t vf_skip_ws(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) nogil
     object vf_new_named(object cls, Py_ssize_t n, PyObject **items)
-    int vf_simd_allow(int avx512)
+    int vf_simd_init()
+    int vf_simd_set(int level)
+    int vf_simd_get()
+    int vf_simd_available(int level)
 
 
 # Message types, as in the pure twin.
@@ -1242,13 +1245,50 @@ def encode_http_request_frame(
     )
 
 
-def _simd(avx512=True):
-    """Private, for tests: allow (default) or forbid the AVX-512 JSON unescaper.
+# ------------------------------------------------------------------ SIMD selection
 
-    Returns whether it is now in use (False on CPUs or builds without it, where the
-    SSE2 path always serves).
+# The JSON unescaper's paths (csrc/vf_simd.h), by their VASTAR_FAST_SIMD names.
+_SIMD_NAMES = ("scalar", "sse2", "avx2", "avx512", "neon")
+
+
+def _simd_paths():
+    """Private: the SIMD paths this build and CPU can run, slowest first."""
+    return tuple(name for k, name in enumerate(_SIMD_NAMES) if vf_simd_available(k))
+
+
+def _simd(name=None):
+    """Private, for tests and benchmarks: the SIMD path in use, after switching to
+    ``name`` when given (one of ``_SIMD_NAMES``; an unavailable one selects the best
+    available path, which is then returned).  Not for use while other threads decode.
     """
-    return bool(vf_simd_allow(1 if avx512 else 0))
+    if name is not None:
+        if name not in _SIMD_NAMES:
+            raise ValueError(f"unknown SIMD path {name!r}: expected one of {_SIMD_NAMES}")
+        vf_simd_set(_SIMD_NAMES.index(name))
+    return _SIMD_NAMES[vf_simd_get()]
+
+
+def _simd_from_env():
+    """VASTAR_FAST_SIMD, read once at import: force a path, or the best this CPU has."""
+    import logging
+    import os
+
+    best = _SIMD_NAMES[vf_simd_init()]
+    want = os.environ.get("VASTAR_FAST_SIMD", "").strip().lower()
+    if not want:
+        return
+    log = logging.getLogger("vastar_fast.protocol")
+    if want not in _SIMD_NAMES:
+        log.warning("VASTAR_FAST_SIMD=%r is not one of %s; using %s, the best this CPU has",
+                    want, ", ".join(_SIMD_NAMES), best)
+    elif _simd(want) != want:
+        log.warning("VASTAR_FAST_SIMD=%s is not available in this build on this CPU "
+                    "(available: %s); using %s", want, ", ".join(_simd_paths()), _simd())
+    else:
+        log.debug("VASTAR_FAST_SIMD=%s: JSON unescaping uses the %s path", want, want)
+
+
+_simd_from_env()
 
 
 
@@ -1455,7 +1495,8 @@ cdef object _fast_response(bytes payload):
             digits = 0
             status_v = 0
             while i < n and c'0' <= p[i] <= c'9' and digits < 19:
-                status_v = status_v * 10 + (p[i] - c'0')
+                if digits < 18:  # a 19th digit only rejects: accumulating it could overflow
+                    status_v = status_v * 10 + (p[i] - c'0')
                 digits += 1
                 i += 1
             if digits == 0 or digits > 18:
