@@ -7,15 +7,15 @@
 #include <stdint.h>
 
 #if defined(_MSC_VER)
-#include <windows.h>
+#include <intrin.h>
 static __inline int64_t vf_atomic_load(int64_t *p)
-{ return InterlockedCompareExchange64((volatile LONG64 *)p, 0, 0); }
+{ return _InterlockedCompareExchange64((volatile long long *)p, 0, 0); }
 static __inline void vf_atomic_store(int64_t *p, int64_t v)
-{ InterlockedExchange64((volatile LONG64 *)p, v); }
+{ _InterlockedExchange64((volatile long long *)p, v); }
 static __inline int64_t vf_atomic_add(int64_t *p, int64_t d)
-{ return InterlockedExchangeAdd64((volatile LONG64 *)p, d) + d; }
+{ return _InterlockedExchangeAdd64((volatile long long *)p, d) + d; }
 static __inline int vf_atomic_cas(int64_t *p, int64_t expected, int64_t desired)
-{ return InterlockedCompareExchange64((volatile LONG64 *)p, desired, expected) == expected; }
+{ return _InterlockedCompareExchange64((volatile long long *)p, desired, expected) == expected; }
 #else
 static inline int64_t vf_atomic_load(int64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline void vf_atomic_store(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }

@@ -109,6 +109,8 @@ SANITIZE_QUICK = [
     "tests/protocol/test_frame_buffer.py",
     "tests/protocol/test_simd_paths.py",
     "tests/sse/test_twin_parity.py",
+    "tests/protocol/test_runtime_json_parity.py",
+    "tests/runtime/test_shared.py",
 ]
 
 
@@ -204,8 +206,10 @@ class Checks:
                 defines = [f"-D{k}" + ("" if v is None else f"={v}") for k, v in ext.define_macros]
                 includes = [str(ROOT / d) for d in ext.include_dirs]
                 exts.append((ext.name, ROOT / ext.sources[0], includes, defines))
-            if len(exts) != 2:
-                raise RuntimeError(f"setup.py declared {len(exts)} extensions, expected 2")
+            names = {name for name, *_ in exts}
+            for needed in ("vastar_fast.protocol._codec_c", "vastar_fast.sse._scanner_c"):
+                if needed not in names:
+                    raise RuntimeError(f"setup.py does not declare {needed}: {sorted(names)}")
             self._exts = exts
         return self._exts
 
@@ -580,7 +584,7 @@ class Checks:
         built = sorted(
             glob.glob(str(build / "lib" / "vastar_fast" / "**" / "*.so"), recursive=True)
         )
-        if rc != 0 or len(built) != 2:
+        if rc != 0 or len(built) != len(self.extensions()):
             self.record(
                 "sanitize",
                 "failed",
@@ -619,7 +623,11 @@ class Checks:
         if rc != 0 or str(site) not in out or "True" not in out:
             self.record("sanitize", "failed", f"the sanitized modules do not load:\n{out[-3000:]}")
             return
-        targets = SANITIZE_QUICK if self.quick else ["tests/protocol", "tests/sse"]
+        targets = (
+            SANITIZE_QUICK
+            if self.quick
+            else ["tests/protocol", "tests/sse", "tests/runtime/test_shared.py"]
+        )
         # Resident-memory checks measure ASan's quarantine and shadow memory, not ours.
         targets = [*targets, "--deselect", RSS_TEST]
         cmd = [
@@ -850,6 +858,7 @@ _MSVC_SHIMS = {
 _MSVC_TU = """/* MSVC-mode compile of the Python-free C (tools/native_checks.py, check "msvc") */
 #include "vf_json_simd.h"
 #include "sse_scan.h"
+#include "atomics.h"
 
 int vf_msvc_check(const uint8_t *p, vf_ssize n, uint8_t *o);
 int vf_msvc_check(const uint8_t *p, vf_ssize n, uint8_t *o)
@@ -858,6 +867,8 @@ int vf_msvc_check(const uint8_t *p, vf_ssize n, uint8_t *o)
     int hi = 0, r = vf_simd_init() + vf_simd_set(vf_simd_best()) + vf_simd_available(VF_SIMD_AVX2);
     r += vf_simd_get();
     r += (int)vf_json_unescape(p, 0, n, o, &len, &hi) + vf_utf8_valid_sp(o, len);
+    r += (int)vf_atomic_cas((int64_t *)o, 0, 1) + (int)vf_atomic_add((int64_t *)o, 2);
+    vf_atomic_store((int64_t *)o, vf_atomic_load((int64_t *)o));
     return r + (int)vf_find_special(p, 0, n) + SSE_SWAR_OK;
 }
 """
