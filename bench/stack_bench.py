@@ -14,6 +14,9 @@ run, alternating the contenders (A B, then B A, ...), each client in its own pro
 ``client``   each client's own CPU cost per round trip through the released runtime:
              CPU time of the client process per request minus that of a raw loop that
              sends a pre-encoded frame and reads the answer's bytes (13 B and 35 KB SSE).
+``stream``   ours only (the released runtime buffers event streams): how long after an
+             upstream writes its first SSE chunk the client has it, over ``--rounds``
+             streams (the upstream writes a chunk, pauses 200 ms, writes another).
 
 The released paths come from ``--released-runtime`` / ``--released-sdk`` or the
 environment variables ``VASTAR_RELEASED_RUNTIME`` / ``VASTAR_RELEASED_SDK`` (the
@@ -380,6 +383,80 @@ def worker_main(argv: List[str]) -> int:
     return 0
 
 
+class GapUpstream:
+    """aiohttp upstream in a thread: chunk, 200 ms pause, chunk; records write times."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        self.writes: List[float] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def sse(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            self.writes.append(time.perf_counter())  # just before the bytes go out
+            await resp.write(b"data: first\n\n")
+            await asyncio.sleep(0.2)
+            await resp.write(b"data: second\n\n")
+            await resp.write_eof()
+            return resp
+
+        async def start() -> int:
+            app = web.Application()
+            app.router.add_get("/sse", sse)
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+        self.port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def first_chunk(socket_path: str, rounds: int) -> Dict[str, Any]:
+    """Microseconds from the upstream's write of its first chunk to the client having it
+    (both ``time.perf_counter``, one host)."""
+    from vastar_fast import HTTPRequest, RuntimeClient, RuntimeConfig
+
+    up = GapUpstream()
+    gaps: List[float] = []
+    try:
+        req = HTTPRequest("GET", f"http://127.0.0.1:{up.port}/sse")
+        with RuntimeClient(RuntimeConfig(socket_path=socket_path)) as client:
+            for i in range(rounds):
+                with client.stream_http(req) as s:
+                    if not s.streamed:
+                        raise RuntimeError("the runtime did not stream")
+                    next(iter(s))
+                    got = time.perf_counter()
+                    if len(up.writes) != i + 1:
+                        raise RuntimeError("upstream write times out of step")
+                    gaps.append((got - up.writes[i]) * 1e6)
+                    s.read()
+    finally:
+        up.stop()
+    gaps.sort()
+    return {
+        "rounds": rounds,
+        "median_us": statistics.median(gaps),
+        "p99_us": gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))],
+        "max_us": gaps[-1],
+    }
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args = args
@@ -505,6 +582,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 cases[f"client own cost via released runtime: {what}"] = [
                     (k, k, rel, url, 1) for k in kinds
                 ]
+        if "stream" in sections:
+            out["sections"]["stream: first SSE chunk forwarded (vastar runtime)"] = {
+                "first_chunk": first_chunk(ours.socket_path, args.rounds)
+            }
         for name, contenders in cases.items():
             samples: Dict[str, List[Dict[str, Any]]] = {c[0]: [] for c in contenders}
             for i in range(args.runs):
@@ -552,6 +633,11 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def print_table(out: Dict[str, Any]) -> None:
     for name, section in out["sections"].items():
+        if "first_chunk" in section:
+            fc = section["first_chunk"]
+            print(f"\n{name}: median {fc['median_us']:.0f} us, p99 {fc['p99_us']:.0f} us, "
+                  f"max {fc['max_us']:.0f} us over {fc['rounds']} streams (goal: < 1 ms)")  # fmt: skip
+            continue
         print(f"\n{name}  (medians of {out['runs']} alternated runs)")
         print(f"  {'contender':<34}{'req/s':>9}{'median us':>11}{'p99 us':>9}"
               f"{'daemon CPU us':>15}{'client CPU us':>15}")  # fmt: skip
@@ -580,8 +666,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--released-sdk", default=os.environ.get("VASTAR_RELEASED_SDK"),
                    help="directory holding the released vastar_connector_sdk package "
                    "($VASTAR_RELEASED_SDK)")  # fmt: skip
-    p.add_argument("--sections", default="runtime,stack,client",
-                   help="comma-separated: runtime, stack, client")  # fmt: skip
+    p.add_argument("--sections", default="runtime,stack,client,stream",
+                   help="comma-separated: runtime, stack, client, stream")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=20, help="streams for the stream section")
     p.add_argument("--runs", type=int, default=3, help="alternated rounds per case")
     p.add_argument("--n", type=int, default=4000, help="requests per sequential run")
     p.add_argument("--procs", type=int, default=8, help="client processes for throughput")
@@ -596,7 +683,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     args.sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     if args.quick:
-        args.runs, args.n, args.seconds = 1, 300, 1.0
+        args.runs, args.n, args.seconds, args.rounds = 1, 300, 1.0, 3
     for path, what in ((args.released_runtime, "--released-runtime"),
                        (args.released_sdk, "--released-sdk")):  # fmt: skip
         if path and not os.path.exists(path):
