@@ -26,7 +26,7 @@ EXTENSIONS = [
 ]
 # The runtime's request path, written in Cython's pure Python mode: the .py modules are
 # the pure twin and are compiled, unchanged, into vastar_fast.runtime._compiled.
-RUNTIME_TWINS = ["ipc", "pipeline", "shaping", "upstream"]
+RUNTIME_TWINS = ["breaker", "ipc", "pipeline", "policy", "shaping", "shared", "upstream"]
 
 
 class OptionalBuildExt(build_ext):

@@ -66,7 +66,7 @@ def _bindings(twin: str) -> List[Tuple[object, str, object]]:
     engine = _import("vastar_fast.runtime.engine")
     if engine is not None:
         package = "vastar_fast.runtime._compiled" if twin == "compiled" else "vastar_fast.runtime"
-        for name in ("ipc", "pipeline", "shaping", "upstream"):
+        for name in engine.TWINNED:
             mod = _import(f"{package}.{name}")
             if mod is None:
                 pytest.skip(f"{package}.{name} is not built (python setup.py build_ext --inplace)")

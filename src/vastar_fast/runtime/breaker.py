@@ -20,7 +20,12 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, Optional
 
-from .atomics import Cells
+from vastar_fast.runtime.atomics import Cells
+
+try:
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed: the pure twin
+    from vastar_fast import _cython_shim as cython
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker", "BreakerOpen", "Breakers"]
 
@@ -46,6 +51,7 @@ _NAMES = (CLOSED, HALF_OPEN, OPEN)
 _PROBING = 4
 
 
+@cython.cclass
 class Breaker:
     """The breaker of one upstream host.
 
@@ -56,7 +62,13 @@ class Breaker:
     own. ``on_change(host, state)`` runs in the process that made the change.
     """
 
-    __slots__ = ("_base", "_cells", "_clock", "_on_change", "host", "reset_timeout", "threshold")
+    host = cython.declare(str, visibility="public")
+    threshold = cython.declare(cython.longlong, visibility="public")
+    reset_timeout = cython.declare(cython.double, visibility="public")
+    _clock: Any
+    _on_change: Any
+    _cells: Any
+    _base: cython.Py_ssize_t
 
     def __init__(
         self,
@@ -171,9 +183,17 @@ class Breaker:
                 return
 
 
+@cython.cclass
 class Breakers:
     """Breakers created on first use, one per host key (``scheme://host:port``); in the
     shared cells of ``shared`` when given (every worker sees the same breaker)."""
+
+    threshold = cython.declare(cython.longlong, visibility="public")
+    reset_timeout = cython.declare(cython.double, visibility="public")
+    _clock: Any
+    _on_change: Any
+    _shared: Any
+    _by_host: dict
 
     def __init__(
         self,
@@ -188,19 +208,20 @@ class Breakers:
         self._clock = clock
         self._on_change = on_change
         self._shared = shared
-        self._by_host: Dict[str, Breaker] = {}
+        self._by_host = {}
 
     def get(self, host: str) -> Breaker:
-        breaker = self._by_host.get(host)
-        if breaker is None:
-            cells, base = None, 0
-            if self._shared is not None:
-                slot = self._shared.breaker_slot(host)
-                if slot >= 0:
-                    cells, base = self._shared.cells, slot
-            breaker = Breaker(host, self.threshold, self.reset_timeout, self._clock,
-                              self._on_change, cells, base)  # fmt: skip
-            self._by_host[host] = breaker
+        found = self._by_host.get(host)
+        if found is not None:
+            return found
+        cells, base = None, 0
+        if self._shared is not None:
+            slot = self._shared.breaker_slot(host)
+            if slot >= 0:
+                cells, base = self._shared.cells, slot
+        breaker = Breaker(host, self.threshold, self.reset_timeout, self._clock,
+                          self._on_change, cells, base)  # fmt: skip
+        self._by_host[host] = breaker
         return breaker
 
     def states(self) -> Dict[str, str]:

@@ -1,7 +1,8 @@
 """Selects the twin of the runtime's request path: compiled when built, else pure.
 
 The request path (``ipc``: the per-connection protocol, ``pipeline``: one request's
-life, ``upstream``: the HTTP/1.1 client, ``shaping``: requests out and answers in) is
+life, ``upstream``: the HTTP/1.1 client, ``shaping``: requests out and answers in,
+``policy``, ``breaker`` and ``shared``: tenant limits and breakers, shared by workers) is
 written once in Cython's pure Python mode. Run as Python those modules are the pure
 twin; ``setup.py`` compiles the same sources into :mod:`vastar_fast.runtime._compiled`.
 ``VASTAR_FAST_NO_EXTENSIONS=1`` (or a non-CPython interpreter) forces the pure twin, as
@@ -14,23 +15,47 @@ from types import ModuleType
 
 from vastar_fast.protocol.codec import NO_EXTENSIONS
 
-__all__ = ["ACCELERATED", "ipc", "pipeline", "shaping", "upstream"]
+__all__ = [
+    "ACCELERATED",
+    "TWINNED",
+    "breaker",
+    "ipc",
+    "pipeline",
+    "policy",
+    "shaping",
+    "shared",
+    "upstream",
+]
 
+TWINNED = ("breaker", "ipc", "pipeline", "policy", "shaping", "shared", "upstream")
+"""The modules written once and compiled into ``_compiled`` (setup.py builds the same)."""
+
+breaker: ModuleType
 ipc: ModuleType
 pipeline: ModuleType
+policy: ModuleType
 shaping: ModuleType
+shared: ModuleType
 upstream: ModuleType
 
 if NO_EXTENSIONS:
-    from . import ipc, pipeline, shaping, upstream
+    from . import breaker, ipc, pipeline, policy, shaping, shared, upstream
 
     ACCELERATED = False
 else:
     try:
-        from ._compiled import ipc, pipeline, shaping, upstream  # type: ignore[attr-defined,no-redef,unused-ignore]
+        from ._compiled import (  # type: ignore[attr-defined,no-redef,unused-ignore]
+            breaker,
+            ipc,
+            pipeline,
+            policy,
+            shaping,
+            shared,
+            upstream,
+        )
 
         ACCELERATED = True
     except ImportError:  # not built (no compiler at install time): the pure twin serves
-        from . import ipc, pipeline, shaping, upstream
+        from . import breaker, ipc, pipeline, policy, shaping, shared, upstream
 
         ACCELERATED = False

@@ -214,5 +214,6 @@ class IPCConnection:
         ex = Exchange(rt, self, rid, frame.tenant_id, "stream" in event.extensions, deadline, t0)
         requests[rid] = ex
         rt.request_started()
-        ex.timer = loop.call_at(deadline, ex.cancel, BY_DEADLINE)
-        ex.start(frame)
+        ex.start(frame)  # the upstream request goes out first; bookkeeping after it
+        if not ex.done:
+            ex.timer = loop.call_at(deadline, ex.cancel, BY_DEADLINE)

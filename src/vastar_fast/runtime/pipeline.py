@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from vastar_fast.errors import ProtocolError
 from vastar_fast.protocol import codec
-from vastar_fast.runtime.breaker import BreakerOpen
-from vastar_fast.runtime.policy import PolicyEngine
 from vastar_fast.runtime.redact import redact_headers, redact_url
 from vastar_fast.types import MAX_PAYLOAD_SIZE, ErrorClass
 
+from .breaker import BreakerOpen
+from .policy import PolicyEngine
 from .shaping import METHOD_LIST, METHODS, Fail, build_request, is_sse, response_headers, target_of
 from .upstream import UpstreamConnection, UpstreamFailure, Waiter
 
@@ -418,18 +418,18 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        ipc = self.ipc
+        if frame is not None:
+            ipc.write(frame)  # the answer goes out first; bookkeeping after it
         timer = self.timer
         if timer is not None:
             timer.cancel()
-        ipc = self.ipc
         ipc.requests.pop(self.rid, None)
         if ipc.paused_exchanges:
             ipc.paused_exchanges.discard(self)
         tenant = self.tenant
         if tenant is not None:
             tenant.release(self.tenant_slot)
-        if frame is not None:
-            ipc.write(frame)
         rt = self.rt
         rt.request_finished(self.tenant_id, error_class, _perf() - self.t0)
         if rt.debug:

@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Dict, List, Optional, Pattern, Tuple
+from typing import Any, List, Optional, Pattern, Tuple
 
-from ..types import ErrorClass
-from .config import RuntimeSettings, TenantPolicy
+from vastar_fast.runtime.config import RuntimeSettings, TenantPolicy
+from vastar_fast.types import ErrorClass
+
 from .shared import SharedState
+
+try:
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed: the pure twin
+    from vastar_fast import _cython_shim as cython
 
 __all__ = ["Denial", "PolicyEngine", "TenantState"]
 
 Denial = Tuple[ErrorClass, str]
 
 
+@cython.cclass
 class TenantState:
     """A tenant's compiled policy and its count of requests in flight.
 
@@ -28,7 +35,13 @@ class TenantState:
     as a whole. :meth:`acquire` counts a request in if the tenant is under its limit.
     """
 
-    __slots__ = ("_allow_all", "_key", "_patterns", "_shared", "key", "name", "policy")
+    name = cython.declare(str, visibility="public")
+    key = cython.declare(str, visibility="public")
+    policy = cython.declare(object, visibility="public")
+    _shared: Any
+    _key: cython.longlong
+    _allow_all: cython.bint
+    _patterns: list
 
     def __init__(
         self, name: str, key: str, policy: TenantPolicy, shared: Optional[SharedState] = None
@@ -80,25 +93,31 @@ class TenantState:
         )
 
 
+@cython.cclass
 class PolicyEngine:
     """Admits requests for tenants; one per daemon (per worker process), used on the
     event loop thread only."""
 
+    _settings: Any
+    _shared: Any
+    _tenants: dict
+
     def __init__(self, settings: RuntimeSettings, shared: Optional[SharedState] = None) -> None:
         self._settings = settings
         self._shared = shared if shared is not None else SharedState()
-        self._tenants: Dict[str, TenantState] = {}
+        self._tenants = {}
 
     def tenant(self, tenant_id: str) -> TenantState:
         """The state of a tenant (tenants not in the config share the default policy's
         limits but each has its own concurrency count)."""
-        state = self._tenants.get(tenant_id)
-        if state is None:
-            listed = tenant_id in self._settings.tenants
-            key = f"tenants.{tenant_id}" if listed else "tenants.default"
-            state = TenantState(tenant_id, key, self._settings.policy_for(tenant_id),
-                                self._shared)  # fmt: skip
-            self._tenants[tenant_id] = state
+        found = self._tenants.get(tenant_id)
+        if found is not None:
+            return found
+        listed = tenant_id in self._settings.tenants
+        key = f"tenants.{tenant_id}" if listed else "tenants.default"
+        state = TenantState(tenant_id, key, self._settings.policy_for(tenant_id),
+                            self._shared)  # fmt: skip
+        self._tenants[tenant_id] = state
         return state
 
     @staticmethod

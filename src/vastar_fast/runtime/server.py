@@ -23,13 +23,10 @@ import socket
 from typing import Any, List, Optional, Set, Tuple
 
 from . import engine
-from .breaker import Breakers
 from .config import RuntimeSettings
 from .listen import SocketInUseError, bind_tcp, bind_unix
 from .metrics import Metrics, create_metrics
-from .policy import PolicyEngine
 from .retry import RetryPolicy
-from .shared import SharedState
 
 __all__ = ["Runtime", "SocketInUseError"]
 
@@ -52,7 +49,7 @@ class Runtime:
         socket_path: Optional[str] = None,
         tcp: Optional[Tuple[str, int]] = None,
         sockets: Optional[List[socket.socket]] = None,
-        shared: Optional[SharedState] = None,
+        shared: Optional[Any] = None,
         metrics: Optional[Metrics] = None,
     ) -> None:
         if socket_path is None and tcp is None and not sockets:
@@ -67,13 +64,13 @@ class Runtime:
         self.active = 0
         self.connections: Set[Any] = set()
         """The live client connections (``IPCConnection`` of the serving twin)."""
-        self.shared = shared if shared is not None else SharedState()
+        self.shared = shared if shared is not None else engine.shared.SharedState()
         """Tenant counts and breakers (shared by the worker processes of ``--workers``)."""
-        self.policy = PolicyEngine(settings, self.shared)
+        self.policy = engine.policy.PolicyEngine(settings, self.shared)
         self.metrics: Metrics = Metrics()
         self._metrics_on = False
         self._given_metrics = metrics
-        self.breakers = Breakers(
+        self.breakers = engine.breaker.Breakers(
             settings.breaker.failure_threshold,
             settings.breaker.reset_timeout_s,
             on_change=self._breaker_changed,

@@ -27,7 +27,12 @@ import hashlib
 import mmap
 from typing import Any, Optional
 
-from .atomics import Cells
+from vastar_fast.runtime.atomics import Cells
+
+try:
+    import cython
+except ImportError:  # pragma: no cover - Cython not installed: the pure twin
+    from vastar_fast import _cython_shim as cython
 
 __all__ = ["BREAKER_SLOTS", "TENANT_SLOTS", "SharedState", "stable_hash"]
 
@@ -48,9 +53,16 @@ def stable_hash(text: str, bits: int) -> int:
     return value or 1
 
 
+@cython.cclass
 class SharedState:
     """The cells and the two tables. ``shared=True`` (before forking workers) maps the
     memory shared and, for the pure twin, makes its lock process-shared."""
+
+    tenant_slots = cython.declare(cython.Py_ssize_t, visibility="readonly")
+    breaker_slots = cython.declare(cython.Py_ssize_t, visibility="readonly")
+    cells = cython.declare(object, visibility="readonly")
+    _map: Any
+    _breaker_base: cython.Py_ssize_t
 
     def __init__(
         self,

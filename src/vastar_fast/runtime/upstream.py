@@ -480,12 +480,12 @@ class UpstreamConnection:
             body = parts[0]
         else:
             body = b"".join(parts)
-        if not self.closed:
-            if self._until_eof or not self._keep_alive:
-                self.abort()
-            else:
-                self.pool.release(self)
-        sink.on_done(body)
+        keep = not self.closed and self._keep_alive and not self._until_eof
+        if not keep:
+            self.abort()
+        sink.on_done(body)  # the answer first; the connection goes back to the pool after
+        if keep and not self.closed:
+            self.pool.release(self)
 
     @cython.cfunc
     def _fail(self, failure: UpstreamFailure) -> None:

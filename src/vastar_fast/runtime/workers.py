@@ -35,9 +35,9 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from . import engine
 from .config import RuntimeSettings
 from .listen import SocketInUseError, bind_tcp, bind_unix
-from .shared import SharedState
 
 __all__ = ["RESPAWN_LIMIT", "RESPAWN_WINDOW_S", "default_workers", "supervise", "usable_cpus"]
 
@@ -85,7 +85,7 @@ def _run_worker(
     settings: RuntimeSettings,
     sockets: List[Any],
     socket_path: Optional[str],
-    shared: SharedState,
+    shared: Any,
     ready_fd: int,
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
     supervisor: int,
@@ -141,7 +141,7 @@ class _Supervisor:
         self.sockets = sockets
         self.socket_path = socket_path
         self.loop_factory = loop_factory
-        self.shared = SharedState(shared=True)
+        self.shared = engine.shared.SharedState(shared=True)
         self.workers: Dict[int, int] = {}  # pid -> index
         self.deaths: List[float] = []
         self.signals = 0
