@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from ..configloader import ConfigError, env_reference, load_yaml, parse_bool, resolve_env
 from ..types import DEFAULT_SOCKET_PATH, RuntimeConfig
 
 __all__ = [
@@ -52,34 +53,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the text says where and what to do.
-
-    ``source`` is the file (or ``"<dict>"``), ``line`` the 1-based line when known,
-    ``key`` the dotted key path (``openai.model``) when the problem is about one key.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: Optional[str] = None,
-        line: Optional[int] = None,
-        key: Optional[str] = None,
-    ) -> None:
-        where = ""
-        if source is not None:
-            where = f"{source}:{line}: " if line is not None else f"{source}: "
-        super().__init__(where + message)
-        self.source = source
-        self.line = line
-        self.key = key
 
 
 class MissingAPIKeyError(ConfigError):
@@ -187,62 +160,8 @@ class ConnectorConfig:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def resolve_env(text: str, environ: Mapping[str, str] = os.environ) -> Tuple[str, List[str]]:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in ``text``.
-
-    Returns the new text and the names of the variables that were unset (and had no
-    default), so a caller can say *which* variable to export.
-    """
-    missing: List[str] = []
-
-    def sub(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = environ.get(name)
-        if default is not None:
-            return value if value else default
-        if value is None:
-            missing.append(name)
-            return ""
-        return value
-
-    return _ENV_RE.sub(sub, text), missing
-
-
-def parse_bool(value: object, what: str) -> bool:
-    """``true/false/yes/no/on/off/1/0`` (any case) or a YAML boolean; ValueError otherwise."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-    raise ValueError(f"{what} must be true or false, got {value!r}")
-
-
-def _yaml_lines(text: str) -> Dict[str, int]:
-    """Line (1-based) of every key path in a YAML document, for error messages."""
-    import yaml
-
-    lines: Dict[str, int] = {}
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key = str(getattr(key_node, "value", ""))
-                path = f"{prefix}.{key}" if prefix else key
-                lines.setdefault(path, key_node.start_mark.line + 1)
-                walk(value_node, path)
-
-    if root is not None:
-        walk(root, "")
-    return lines
+# ConfigError, resolve_env and parse_bool are the shared loader's (configloader.py); they
+# are re-exported here for this module's users.
 
 
 class _Reader:
@@ -386,11 +305,7 @@ def config_from_mapping(
         )
 
     oa = reader.section(data, "openai", _OPENAI_KEYS, required=True)
-    raw_key = oa.get("api_key")
-    key_env = None
-    if isinstance(raw_key, str):
-        found = _ENV_RE.search(raw_key)
-        key_env = found.group(1) if found else None
+    key_env = env_reference(oa.get("api_key"))
     openai = OpenAIConfig(
         api_key=reader.string(oa, "openai.api_key", "", allow_empty=True),
         base_url=reader.url(oa, "openai.base_url", None),
@@ -441,34 +356,12 @@ def load_config(
     line and column) and missing or invalid keys (with the key path and its line).
     """
     source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file not found: {os.path.abspath(source)}; create it from the example "
-            "(`cp config.example.yaml config.yaml`) or pass the path of an existing one"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the config file {source}: {exc}") from None
-
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-        lines = _yaml_lines(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        column = f", column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        detail = f"{context}: {problem}" if context else str(problem)
-        raise ConfigError(
-            f"malformed YAML (line {line}{column}): {detail}; check the indentation and quoting",
-            source=source,
-            line=line,
-        ) from None
+    data, lines = load_yaml(
+        source,
+        "config file",
+        "create it from the example (`cp config.example.yaml config.yaml`) or pass the path "
+        "of an existing one",
+    )
     if data is None:
         raise ConfigError(
             "the config file is empty; it needs at least an 'openai:' section "

@@ -12,15 +12,26 @@ Example (every key shown with its default unless noted)::
       tcp: null                                    # e.g. "127.0.0.1:5000"
     log_level: WARNING
     metrics_port: null                             # e.g. 9464 (needs prometheus-client)
+    security:
+      token: null                                  # e.g. "${VASTAR_RUNTIME_TOKEN}"
     limits:
       credits_per_connection: 1024
       default_deadline_ms: 60000                   # used when deadline_at_ms is 0
       shutdown_grace_s: 10
+      max_connections: 1024
+      idle_timeout_s: 300
+      frame_timeout_s: 30
+      max_request_headers: 256
+      max_header_bytes: 65536
+      max_frame_headers: 64
+      max_unsent_bytes: 4194304
     http:
       pool_limit: 1000
       per_host_limit: 256
       keepalive_timeout_s: 30
       connect_timeout_s: 10
+      follow_redirects: true
+      max_redirects: 10
     breaker:
       failure_threshold: 5
       reset_timeout_s: 30
@@ -36,6 +47,8 @@ Example (every key shown with its default unless noted)::
         max_response_bytes: 10000000
         tls_verify: true
         ca_file: null
+        allow_link_local: false
+        token: null
       acme:
         allowed_hosts: ["api.openai.com", "*.example.com", "127.0.0.1:*"]
         max_concurrent: 64
@@ -43,10 +56,11 @@ Example (every key shown with its default unless noted)::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ..configloader import ConfigError, Source, build_dataclass, load_yaml
 
 __all__ = [
     "BreakerSettings",
@@ -56,6 +70,7 @@ __all__ = [
     "ListenSettings",
     "RetrySettings",
     "RuntimeSettings",
+    "SecuritySettings",
     "TenantPolicy",
     "load_settings",
     "parse_tcp",
@@ -67,10 +82,6 @@ DEFAULT_TENANT = "default"
 # The largest body that still fits the released clients' 10 MiB frame cap once wrapped in
 # JSON and FlatBuffers for plain-ASCII text; the frame size is re-checked after encoding.
 _RESPONSE_CAP = 10 * 1024 * 1024 - 64 * 1024
-
-
-class ConfigError(ValueError):
-    """A config file or option that cannot be used; the message names the key."""
 
 
 @dataclass
@@ -89,6 +100,22 @@ class LimitSettings:
     """Deadline for requests whose deadline_at_ms is 0 ("none")."""
     shutdown_grace_s: float = 10.0
     """How long SIGTERM waits for in-flight requests before abandoning them."""
+    max_connections: int = 1024
+    """Client connections open at once; further ones get an error answer and are closed."""
+    idle_timeout_s: float = 300.0
+    """A client connection with nothing in flight and nothing received for this long is
+    closed."""
+    frame_timeout_s: float = 30.0
+    """A frame begun but not finished within this long closes its connection."""
+    max_request_headers: int = 256
+    """HTTP headers a request may carry (the payload's ``headers``)."""
+    max_header_bytes: int = 65536
+    """Bytes of HTTP header names and values a request may carry."""
+    max_frame_headers: int = 64
+    """Entries of an ExecuteRequest's KeyValue list (extensions, token)."""
+    max_unsent_bytes: int = 4 * 1024 * 1024
+    """Answers waiting to be sent to one client: above this, the runtime stops reading
+    that client's requests (and its streamed upstreams) until it catches up."""
 
 
 @dataclass
@@ -99,6 +126,10 @@ class HTTPSettings:
     """Upstream connections open at once to one host (0: unlimited)."""
     keepalive_timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
+    follow_redirects: bool = True
+    """Follow 3xx redirects, each hop checked against the tenant's policy; credentials
+    are not sent across origins. False: the 3xx answer goes back to the client."""
+    max_redirects: int = 10
 
 
 @dataclass
@@ -118,6 +149,13 @@ class RetrySettings:
 
 
 @dataclass
+class SecuritySettings:
+    token: Optional[str] = field(default=None, repr=False)
+    """When set, every request must carry it (ExecuteRequest KeyValue ``vastar-token``);
+    also what allows ``listen.tcp`` beyond loopback."""
+
+
+@dataclass
 class TenantPolicy:
     """What one tenant may do. The ``default`` policy covers tenants not listed."""
 
@@ -129,7 +167,13 @@ class TenantPolicy:
     tls_verify: bool = True
     """Verify upstream TLS certificates; turn off only explicitly, per tenant."""
     ca_file: Optional[str] = None
-    """PEM bundle of extra CAs to trust for this tenant's upstreams."""
+    """PEM bundle of extra CAs to trust for this tenant's upstreams (beside the system's)."""
+    allow_link_local: bool = False
+    """Allow upstream addresses in 169.254.0.0/16 and fe80::/10 (cloud metadata
+    services live there); denied unless a tenant says so."""
+    token: Optional[str] = field(default=None, repr=False)
+    """When set, requests claiming this tenant must carry it (``vastar-token``): the
+    tenant id is then proven, not just asserted."""
 
 
 @dataclass
@@ -138,6 +182,7 @@ class RuntimeSettings:
     log_level: str = "WARNING"
     metrics_port: Optional[int] = None
     limits: LimitSettings = field(default_factory=LimitSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     http: HTTPSettings = field(default_factory=HTTPSettings)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
@@ -150,53 +195,78 @@ class RuntimeSettings:
         policy = self.tenants.get(tenant_id)
         return policy if policy is not None else self.tenants[DEFAULT_TENANT]
 
-    def validate(self) -> None:
-        """Check ranges and cross-field rules; raises ConfigError naming the key."""
-        _positive("limits.credits_per_connection", self.limits.credits_per_connection)
-        _positive("limits.default_deadline_ms", self.limits.default_deadline_ms)
-        _non_negative("limits.shutdown_grace_s", self.limits.shutdown_grace_s)
-        _non_negative("http.pool_limit", self.http.pool_limit)
-        _non_negative("http.per_host_limit", self.http.per_host_limit)
-        _positive("http.keepalive_timeout_s", self.http.keepalive_timeout_s)
-        _positive("http.connect_timeout_s", self.http.connect_timeout_s)
-        _positive("breaker.failure_threshold", self.breaker.failure_threshold)
-        _positive("breaker.reset_timeout_s", self.breaker.reset_timeout_s)
-        _positive("retry.max_attempts", self.retry.max_attempts)
-        _non_negative("retry.base_delay_ms", self.retry.base_delay_ms)
-        _non_negative("retry.max_delay_ms", self.retry.max_delay_ms)
+    def validate(self, source: Optional[Source] = None) -> None:
+        """Check ranges and cross-field rules; raises ConfigError naming the key (and its
+        line when the settings came from a file)."""
+        src = source if source is not None else Source("<settings>")
+
+        def positive(key: str, value: float) -> None:
+            if value <= 0:
+                raise src.error(key, f"must be greater than 0, got {value}")
+
+        def non_negative(key: str, value: float) -> None:
+            if value < 0:
+                raise src.error(key, f"must not be negative, got {value}")
+
+        limits, http = self.limits, self.http
+        positive("limits.credits_per_connection", limits.credits_per_connection)
+        positive("limits.default_deadline_ms", limits.default_deadline_ms)
+        non_negative("limits.shutdown_grace_s", limits.shutdown_grace_s)
+        positive("limits.max_connections", limits.max_connections)
+        positive("limits.idle_timeout_s", limits.idle_timeout_s)
+        positive("limits.frame_timeout_s", limits.frame_timeout_s)
+        positive("limits.max_request_headers", limits.max_request_headers)
+        positive("limits.max_header_bytes", limits.max_header_bytes)
+        positive("limits.max_frame_headers", limits.max_frame_headers)
+        positive("limits.max_unsent_bytes", limits.max_unsent_bytes)
+        non_negative("http.pool_limit", http.pool_limit)
+        non_negative("http.per_host_limit", http.per_host_limit)
+        positive("http.keepalive_timeout_s", http.keepalive_timeout_s)
+        positive("http.connect_timeout_s", http.connect_timeout_s)
+        non_negative("http.max_redirects", http.max_redirects)
+        positive("breaker.failure_threshold", self.breaker.failure_threshold)
+        positive("breaker.reset_timeout_s", self.breaker.reset_timeout_s)
+        positive("retry.max_attempts", self.retry.max_attempts)
+        non_negative("retry.base_delay_ms", self.retry.base_delay_ms)
+        non_negative("retry.max_delay_ms", self.retry.max_delay_ms)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(
-                f"log_level: {self.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+            raise src.error(
+                "log_level",
+                f"{self.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
             )
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"metrics_port: {self.metrics_port} is not a port number")
+            raise src.error("metrics_port", f"{self.metrics_port} is not a port number")
+        if self.security.token is not None and len(self.security.token) < 16:
+            raise src.error("security.token", "is shorter than 16 characters; use a long random "
+                            "secret (e.g. `openssl rand -hex 32`)")  # fmt: skip
         if self.listen.tcp is not None:
             parse_tcp(self.listen.tcp, "listen.tcp")
         if DEFAULT_TENANT not in self.tenants:
             self.tenants[DEFAULT_TENANT] = TenantPolicy()
         for name, policy in self.tenants.items():
             where = f"tenants.{name}"
-            _positive(f"{where}.max_concurrent", policy.max_concurrent)
-            _positive(f"{where}.max_request_bytes", policy.max_request_bytes)
-            _positive(f"{where}.max_response_bytes", policy.max_response_bytes)
+            positive(f"{where}.max_concurrent", policy.max_concurrent)
+            positive(f"{where}.max_request_bytes", policy.max_request_bytes)
+            positive(f"{where}.max_response_bytes", policy.max_response_bytes)
             if policy.max_response_bytes > _RESPONSE_CAP:
-                raise ConfigError(
-                    f"{where}.max_response_bytes: {policy.max_response_bytes} cannot fit a "
-                    f"released client's 10 MiB frame; use at most {_RESPONSE_CAP}"
+                raise src.error(
+                    f"{where}.max_response_bytes",
+                    f"{policy.max_response_bytes} cannot fit a released client's 10 MiB frame; "
+                    f"use at most {_RESPONSE_CAP}",
                 )
+            if policy.token is not None and len(policy.token) < 16:
+                raise src.error(f"{where}.token", "is shorter than 16 characters; use a long "
+                                "random secret")  # fmt: skip
             for i, pattern in enumerate(policy.allowed_hosts):
                 if not isinstance(pattern, str) or not pattern:
-                    raise ConfigError(f"{where}.allowed_hosts[{i}]: must be a non-empty string")
+                    raise src.error(f"{where}.allowed_hosts[{i}]", "must be a non-empty string")
 
-
-def _positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{key}: must be greater than 0, got {value}")
-
-
-def _non_negative(key: str, value: float) -> None:
-    if value < 0:
-        raise ConfigError(f"{key}: must not be negative, got {value}")
+    @property
+    def tokens_required(self) -> bool:
+        """Whether any token is configured (the runtime's, or a tenant's)."""
+        return self.security.token is not None or any(
+            p.token is not None for p in self.tenants.values()
+        )
 
 
 def parse_tcp(text: str, key: str = "--tcp") -> Tuple[str, int]:
@@ -214,91 +284,50 @@ def parse_tcp(text: str, key: str = "--tcp") -> Tuple[str, int]:
     return host, port
 
 
-_T = TypeVar("_T")
 _SECTIONS: Dict[str, type] = {
     "listen": ListenSettings,
     "limits": LimitSettings,
+    "security": SecuritySettings,
     "http": HTTPSettings,
     "breaker": BreakerSettings,
     "retry": RetrySettings,
 }
 
 
-def _coerce(key: str, value: Any, kind: Any) -> Any:
-    """Check one scalar against its annotation (given as a string by the dataclass)."""
-    optional = kind.startswith("Optional[")
-    base = kind[len("Optional[") : -1] if optional else kind
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key}: must not be null")
-    if base == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if base == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if base == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if base == "List[str]":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
-        return list(value)
-    raise ConfigError(f"{key}: unsupported type {kind}")  # pragma: no cover
-
-
-def _build(cls: Type[_T], data: Any, where: str) -> _T:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: Dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        f = fields.get(str(key))
-        if f is None:
-            raise ConfigError(
-                f"{path}: unknown key; known keys here are {', '.join(sorted(fields))}"
-            )
-        kwargs[f.name] = _coerce(path, value, str(f.type))
-    return cls(**kwargs)
-
-
-def settings_from_mapping(data: Any) -> RuntimeSettings:
+def settings_from_mapping(data: Any, source: Optional[Source] = None) -> RuntimeSettings:
     """Build and validate settings from parsed YAML (a mapping, or None for defaults)."""
+    src = source if source is not None else Source("<dict>")
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError("the config file must hold a mapping of keys at the top level")
+        raise src.error("", "the config file must hold a mapping of keys at the top level")
     settings = RuntimeSettings()
-    top = {"log_level": "str", "metrics_port": "Optional[int]"}
+    top = {"log_level": str, "metrics_port": Optional[int]}
     for key, value in data.items():
         key = str(key)
         if key in _SECTIONS:
-            setattr(settings, key, _build(_SECTIONS[key], value, key))
+            setattr(settings, key, build_dataclass(_SECTIONS[key], value, key, src))
         elif key in top:
-            setattr(settings, key, _coerce(key, value, top[key]))
+            holder = build_dataclass(_Top, {key: value}, "", src)
+            setattr(settings, key, getattr(holder, key))
         elif key == "tenants":
             if not isinstance(value, Mapping) or not value:
-                raise ConfigError("tenants: expected a mapping of tenant id to policy")
+                raise src.error("tenants", "expected a mapping of tenant id to policy")
             settings.tenants = {
-                str(name): _build(TenantPolicy, policy, f"tenants.{name}")
+                str(name): build_dataclass(TenantPolicy, policy, f"tenants.{name}", src)
                 for name, policy in value.items()
             }
         else:
             known = sorted([*_SECTIONS, *top, "tenants"])
-            raise ConfigError(f"{key}: unknown key; known top-level keys are {', '.join(known)}")
-    settings.validate()
+            raise src.error(key, f"unknown key; known top-level keys are {', '.join(known)}")
+    settings.validate(src)
     return settings
+
+
+@dataclass
+class _Top:
+    log_level: str = "WARNING"
+    metrics_port: Optional[int] = None
 
 
 def load_settings(path: Optional[str]) -> RuntimeSettings:
@@ -307,23 +336,8 @@ def load_settings(path: Optional[str]) -> RuntimeSettings:
         settings = RuntimeSettings()
         settings.validate()
         return settings
-    try:
-        import yaml
-    except ModuleNotFoundError:  # pragma: no cover - PyYAML is in the runtime extra
-        raise ConfigError(
-            f"--config {path}: reading YAML needs PyYAML; pip install 'vastar-fast[runtime]'"
-        ) from None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read the file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from None
-    try:
-        return settings_from_mapping(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    data, lines = load_yaml(path, "runtime config file")
+    return settings_from_mapping(data, Source(path, lines))
 
 
 def level_number(name: str) -> int:
