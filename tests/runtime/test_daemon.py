@@ -205,7 +205,12 @@ def test_health_check(daemon: Daemon, upstream: Upstream) -> None:
         h = raw.health()
         assert h.healthy and h.message == "ok"
         assert h.available_credits == 1100
-        # the health check opted the connection in: CreditUpdate came first
+        # asking for health is not an opt-in: no unsolicited CreditUpdate
+        assert not credits(raw.events)
+        assert raw.events[-1] == h
+        # an opted-in request is: its CreditUpdate comes before anything else for it
+        rid = raw.http("GET", upstream.base + "/small", stream=True)
+        raw.response(rid)
         cu = credits(raw.events)
         assert cu and cu[0].total_credits == 1100 and cu[0].credit_delta == 1100
         raw.http("GET", upstream.base + "/slow?delay=1.5")

@@ -41,6 +41,10 @@ from ..errors import FrameTooLargeError, ProtocolError
 from ..types import MAX_PAYLOAD_SIZE
 from . import _codec_py as _py
 from ._codec_py import (
+    _KV_MAX_ENTRIES,
+    _KV_SLACK,
+    _kv_amplified,
+    _kv_too_many,
     CancelRequestFrame,
     CreditUpdateFrame,
     ExecuteRequestFrame,
@@ -661,10 +665,18 @@ cdef list _key_values(_Tab *t, int slot, str what):
     cdef _Tab kv
     cdef str kwhat = what + ".key"
     cdef str vwhat = what + ".value"
+    cdef int64_t budget = t.n + _KV_SLACK
+    if count > _KV_MAX_ENTRIES:
+        raise ProtocolError(_kv_too_many(what, count))
     for i in range(count):
         e = start + 4 * i
         _tab_init(&kv, t.buf, t.n, e + vf_rd_u32(t.buf + e), what)
-        out.append((_required_string(&kv, 0, kwhat), _required_string(&kv, 1, vwhat)))
+        k = _required_string(&kv, 0, kwhat)
+        v = _required_string(&kv, 1, vwhat)
+        budget -= PyUnicode_GET_LENGTH(k) + PyUnicode_GET_LENGTH(v)
+        if budget < 0:
+            raise ProtocolError(_kv_amplified(what))
+        out.append((k, v))
     return out
 
 

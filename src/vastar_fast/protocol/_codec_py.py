@@ -326,15 +326,41 @@ class _Table:
 
     def key_values(self, slot: int, what: str) -> List[Tuple[str, str]]:
         start, count = self._vector(slot, 4, what)
+        if count > _KV_MAX_ENTRIES:
+            raise ProtocolError(_kv_too_many(what, count))
         out: List[Tuple[str, str]] = []
         buf = self.buf
+        budget = len(buf) + _KV_SLACK
         for i in range(count):
             e = start + 4 * i
             kv = _Table(buf, e + _U32.unpack_from(buf, e)[0], what)
-            out.append(
-                (kv.required_string(0, what + ".key"), kv.required_string(1, what + ".value"))
-            )
+            k = kv.required_string(0, what + ".key")
+            v = kv.required_string(1, what + ".value")
+            budget -= len(k) + len(v)
+            if budget < 0:
+                raise ProtocolError(_kv_amplified(what))
+            out.append((k, v))
         return out
+
+
+# KeyValue lists are decoded into one (key, value) pair per vector element, and a
+# FlatBuffers vector may point at one table many times: without a bound a 14 KB frame
+# decodes into megabytes of strings. The bound: at most _KV_MAX_ENTRIES entries, and
+# their characters may not outnumber the frame's own bytes (plus slack for builders that
+# share one string between equal values).
+_KV_MAX_ENTRIES = 4096
+_KV_SLACK = 65536
+
+
+def _kv_too_many(what: str, count: int) -> str:
+    return f"{what}: {count} entries, more than the {_KV_MAX_ENTRIES} any frame may carry"
+
+
+def _kv_amplified(what: str) -> str:
+    return (
+        f"{what}: its keys and values decode to more text than the frame holds (entries "
+        "pointing at the same table many times); send each entry once"
+    )
 
 
 def _root(buf: bytes, what: str) -> _Table:

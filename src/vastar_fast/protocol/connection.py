@@ -240,8 +240,9 @@ class ClientConnection:
 class ServerConnection:
     """The runtime half: turns received bytes into requests, answers into bytes.
 
-    It remembers whether the peer ever opted in to extensions: only then may the
-    runtime send it CreditUpdate or the extension message types.
+    It remembers whether the peer ever opted in to extensions (the ``vastar-ext`` key
+    of an ExecuteRequest; a HealthCheck or CancelRequest is not an opt-in): only then may
+    the runtime send it CreditUpdate or the extension message types.
     """
 
     def __init__(self, max_frame_size: int = MAX_PAYLOAD_SIZE) -> None:
@@ -277,10 +278,10 @@ class ServerConnection:
                         self.extended = True
                     events.append(RequestReceived(req, ext))
                 elif mtype == _HEALTH_CHECK:
-                    self.extended = True
+                    # Answered with a HealthResponse only: asking for health is not an
+                    # opt-in to the extensions (no unsolicited CreditUpdate follows).
                     events.append(HealthCheckReceived())
                 elif mtype == _CANCEL_REQUEST:
-                    self.extended = True
                     events.append(CancelReceived(codec.decode_cancel_request(body).request_id))
                 else:
                     events.append(InvalidMessage(f"unknown message type {mtype}", False))
