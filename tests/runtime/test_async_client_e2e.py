@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 from vastar_fast import AsyncRuntimeClient, HTTPRequest, RuntimeConfig
 
@@ -13,7 +14,13 @@ from .helpers import Daemon
 from .upstream import Upstream
 
 
-def test_500_concurrent_requests_on_one_connection(daemon: Daemon, upstream: Upstream) -> None:
+def test_500_concurrent_requests_on_one_connection(tmp_path: Path, upstream: Upstream) -> None:
+    # its own daemon: the health check's active_requests counts every connection's requests
+    with Daemon(tmp_path, {"limits": {"credits_per_connection": 1024}}, log_level="WARNING") as d:
+        _five_hundred(d, upstream)
+
+
+def _five_hundred(daemon: Daemon, upstream: Upstream) -> None:
     async def main() -> None:
         config = RuntimeConfig(socket_path=daemon.socket_path, tenant_id="tests")
         async with AsyncRuntimeClient(config) as client:

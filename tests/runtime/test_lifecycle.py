@@ -283,12 +283,38 @@ def test_retries_back_off_with_jitter_and_stop_before_the_deadline(
     assert match, message
     attempts = int(match.group(1))
     assert attempts == flaky.hits["jit"]
-    assert 5 <= attempts < 100  # stopped by the deadline, not by max_attempts
-    assert elapsed < deadline_ms / 1000  # never sleeps past the deadline
+    assert 2 <= attempts < 100  # stopped by the deadline, not by max_attempts
+    # It gave up before the deadline rather than sleeping past it (the margin is for a
+    # loaded machine; the policy itself is timed exactly in test_retry_policy_* below).
+    assert elapsed < deadline_ms / 1000 + 1.0
     times = flaky.times["jit"]
     gaps = [b - a for a, b in zip(times, times[1:])]
-    caps = [min(cap_s, base_s * 2**i) for i in range(len(gaps))]
-    for gap, cap in zip(gaps, caps):
-        assert gap <= cap + 0.05, (gaps, caps)  # exponential ceiling
-    ratios = [gap / cap for gap, cap in zip(gaps, caps)]
-    assert max(ratios) - min(ratios) > 0.3, ratios  # full jitter, not a fixed schedule
+    assert all(gap < cap_s + 1.0 for gap in gaps), gaps  # no gap beyond the cap (loosely)
+    assert base_s < cap_s
+
+
+def test_retry_policy_backs_off_exponentially_with_full_jitter() -> None:
+    """The policy's numbers, exactly: no clock, no machine load."""
+    import random
+
+    from vastar_fast.runtime.config import RetrySettings
+    from vastar_fast.runtime.retry import RetryPolicy
+    from vastar_fast.runtime.upstream import UpstreamFailure
+
+    policy = RetryPolicy(RetrySettings(max_attempts=100, base_delay_ms=20, max_delay_ms=160))
+    failure = UpstreamFailure(ErrorClass.TRANSIENT, "x", True, True)
+    random.seed(7)
+    delays = [policy.delay(a, failure, "POST", 0.0, 1e9) for a in range(1, 60)]
+    caps = [min(0.16, 0.02 * 2 ** (a - 1)) for a in range(1, 60)]
+    assert all(d is not None and 0 <= d <= c for d, c in zip(delays, caps))
+    ratios = [d / c for d, c in zip(delays, caps)]  # type: ignore[operator]
+    assert max(ratios) - min(ratios) > 0.5  # full jitter, not a fixed schedule
+    # never past the deadline, never for permanent failures, never past max_attempts
+    assert policy.delay(1, failure, "POST", 10.0, 10.001) is None
+    permanent = UpstreamFailure(ErrorClass.PERMANENT, "x", True, False)
+    assert policy.delay(1, permanent, "GET", 0.0, 1e9) is None
+    assert policy.delay(100, failure, "GET", 0.0, 1e9) is None
+    # a failure after the request left is retried for idempotent methods only
+    sent = UpstreamFailure(ErrorClass.TRANSIENT, "x", False, True)
+    assert policy.delay(1, sent, "POST", 0.0, 1e9) is None
+    assert policy.delay(1, sent, "PUT", 0.0, 1e9) is not None

@@ -672,6 +672,10 @@ def decode_http_request_payload(payload: bytes) -> HTTPRequestPayload:
         obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"http request payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(
+            "http request payload is nested too deeply to parse; send a flat JSON object"
+        ) from None
     if not isinstance(obj, dict):
         raise ProtocolError("http request payload must be a JSON object")
     method = obj.get("method")
@@ -731,6 +735,8 @@ def decode_http_response_payload(payload: bytes) -> HTTPResponsePayload:
         obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"response payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("response payload is nested too deeply to parse") from None
     if not isinstance(obj, dict):
         raise ProtocolError("response payload is not a JSON object")
     status = obj.get("status_code")

@@ -250,6 +250,11 @@ class ServerConnection:
         self.extended = False
         self.closed = False
 
+    @property
+    def partial_frame(self) -> bool:
+        """Bytes of a frame not yet complete are waiting (for a partial-frame timeout)."""
+        return bool(self._frames.pending)
+
     def receive_data(self, data: bytes) -> List[Event]:
         """Feed received bytes; return the events they complete.
 

@@ -27,7 +27,7 @@ try:
 except ImportError:  # pragma: no cover - Cython not installed: the pure twin
     from vastar_fast import _cython_shim as cython
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker", "BreakerOpen", "Breakers"]
+__all__ = ["CLOSED", "HALF_OPEN", "MAX_BREAKERS", "OPEN", "Breaker", "BreakerOpen", "Breakers"]
 
 CLOSED = "closed"
 OPEN = "open"
@@ -45,6 +45,10 @@ class BreakerOpen(Exception):
         self.host = host
         self.message = message
 
+
+MAX_BREAKERS = 10_000
+"""Breakers kept per worker; beyond it, closed breakers without failures are dropped
+(shared state stays in the shared table)."""
 
 _CLOSED, _HALF_OPEN, _OPEN = 0, 1, 2
 _NAMES = (CLOSED, HALF_OPEN, OPEN)
@@ -221,7 +225,13 @@ class Breakers:
                 cells, base = self._shared.cells, slot
         breaker = Breaker(host, self.threshold, self.reset_timeout, self._clock,
                           self._on_change, cells, base)  # fmt: skip
-        self._by_host[host] = breaker
+        by_host = self._by_host
+        if len(by_host) >= MAX_BREAKERS:
+            # Hosts come from clients: forget the breakers that have nothing to remember.
+            self._by_host = by_host = {
+                h: b for h, b in by_host.items() if b.state != CLOSED or b.failures
+            }
+        by_host[host] = breaker
         return breaker
 
     def states(self) -> Dict[str, str]:

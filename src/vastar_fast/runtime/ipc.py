@@ -10,8 +10,9 @@ Why an asyncio protocol rather than streams: reading is a callback (no reader ta
 no StreamReader copy per connection), and every frame is written whole with one
 ``transport.write`` from the loop thread, so writes of concurrent requests on one
 connection are serialised by construction. When the client reads slower than
-upstreams answer (the transport's write buffer passes its high-water mark), streamed
-exchanges pause reading their upstream until it drains.
+upstreams answer (the transport's write buffer passes ``limits.max_unsent_bytes``), the
+connection stops reading the client's frames and its exchanges stop reading their
+upstreams until the buffer drains: memory per connection stays bounded.
 
 One of the runtime's twinned request-path modules (see ``upstream.py``).
 """
@@ -47,8 +48,6 @@ __all__ = ["IPCConnection"]
 
 log = logging.getLogger("vastar_fast.runtime")
 
-_HIGH_WATER = 4 * 1024 * 1024
-"""Transport write buffer size above which streamed exchanges pause their upstream."""
 _MAX_DEADLINE_S = 7 * 24 * 3600.0
 _TRANSIENT = int(ErrorClass.TRANSIENT)
 _RATE_LIMITED = int(ErrorClass.RATE_LIMITED)
@@ -70,30 +69,51 @@ class IPCConnection:
     transport = cython.declare(object, visibility="public")
     credits = cython.declare(cython.longlong, visibility="public")
     paused = cython.declare(cython.bint, visibility="public")
-    paused_exchanges = cython.declare(set, visibility="public")
+    last_rx = cython.declare(cython.double, visibility="public")
+    """Loop time of the last bytes received (idle and partial-frame timeouts)."""
     announced: cython.bint
+    max_frame_headers: cython.Py_ssize_t
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.sc = ServerConnection()
         self.requests = {}
         self.transport = None
-        self.credits = runtime.settings.limits.credits_per_connection
+        limits = runtime.settings.limits
+        self.credits = limits.credits_per_connection
+        self.max_frame_headers = limits.max_frame_headers
         self.announced = False
         self.paused = False
-        self.paused_exchanges = set()
+        self.last_rx = 0.0
 
     # ------------------------------------------------------------ transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        rt = self.rt
+        self.last_rx = rt.loop.time()
+        limit = rt.settings.limits.max_connections
+        if len(rt.connections) >= limit:
+            # Over the cap: say so and hang up (the answer is flushed before the close).
+            transport.write(  # type: ignore[attr-defined]
+                _send_response(
+                    0, _TRANSIENT,
+                    f"the runtime already serves {limit} connections "
+                    "(limits.max_connections); retry later, or share one connection between "
+                    "requests", None, 0,
+                )
+            )  # fmt: skip
+            transport.close()
+            self.transport = None
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        transport.set_write_buffer_limits(high=_HIGH_WATER)  # type: ignore[attr-defined]
-        self.rt.connections.add(self)
+        # Answers waiting for a slow client are bounded: past the mark, pause_writing.
+        transport.set_write_buffer_limits(high=rt.settings.limits.max_unsent_bytes)  # type: ignore[attr-defined]
+        rt.connections.add(self)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.rt.connections.discard(self)
@@ -105,16 +125,23 @@ class IPCConnection:
         return False
 
     def pause_writing(self) -> None:
+        """The client is not reading its answers: stop taking its requests and stop
+        reading the upstream answers meant for it, until it catches up."""
         self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        for ex in self.requests.values():
+            ex.pause()
 
     def resume_writing(self) -> None:
         self.paused = False
-        paused = self.paused_exchanges
-        self.paused_exchanges = set()
-        for ex in paused:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+        for ex in list(self.requests.values()):
             ex.resume()
 
     def data_received(self, data: bytes) -> None:
+        self.last_rx = self.rt.loop.time()
         for event in self.sc.receive_data(data):
             kind = type(event)
             if kind is RequestReceived:
@@ -191,6 +218,14 @@ class IPCConnection:
         if rid in requests:
             self._refuse(rid, _INVALID, f"request_id {rid} is already in flight on this "
                          "connection; use a new request_id for every request")  # fmt: skip
+            return
+        if len(frame.headers) > self.max_frame_headers:
+            self._refuse(
+                rid,
+                _INVALID,
+                f"the request's header list has {len(frame.headers)} entries, more than the "
+                f"runtime's limit of {self.max_frame_headers} (limits.max_frame_headers)",
+            )
             return
         t0: float = _perf()
         loop = rt.loop

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import stat
+from typing import Any, Optional
 
-__all__ = ["SocketInUseError", "bind_tcp", "bind_unix"]
+__all__ = ["SocketInUseError", "bind_tcp", "bind_unix", "check_exposure", "is_loopback"]
 
 
 class SocketInUseError(RuntimeError):
@@ -59,6 +61,37 @@ def bind_unix(path: str, backlog: int = 1024) -> socket.socket:
     sock.listen(backlog)
     sock.setblocking(False)
     return sock
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listen address) is reachable from this machine only."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, settings: Any) -> Optional[str]:
+    """Why listening on TCP ``host`` must be refused (None: it may listen).
+
+    Beyond loopback anyone on the network can reach the socket; the runtime then needs a
+    token on every request (``security.token``, or a token for every tenant including
+    ``default``), because it executes HTTP for whoever connects.
+    """
+    if is_loopback(host):
+        return None
+    tenants = settings.tenants
+    every_tenant = bool(tenants) and all(p.token is not None for p in tenants.values())
+    if settings.security.token is not None or every_tenant:
+        return None
+    return (
+        f"refusing to listen on TCP {host}: that address is reachable from the network and "
+        "the runtime would execute HTTP requests for anyone who connects. Listen on "
+        "127.0.0.1 (or a Unix socket), or configure security.token (every request must then "
+        "carry it)"
+    )
 
 
 def bind_tcp(host: str, port: int, backlog: int = 1024) -> socket.socket:

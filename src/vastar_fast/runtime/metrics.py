@@ -8,7 +8,7 @@ process (tests, the in-process RuntimeServer).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Set
 
 from .breaker import STATE_VALUE
 
@@ -91,6 +91,8 @@ class PrometheusMetrics(Metrics):
             registry=self.registry,
             multiprocess_mode="livemostrecent",
         )
+        self._tenants: Set[str] = set()
+        self._hosts: Set[str] = set()
         self._server: Any = None
         self.port = None
         if port is not None:
@@ -100,19 +102,33 @@ class PrometheusMetrics(Metrics):
 
     def observe(self, tenant: str, error_class: int, seconds: float) -> None:
         name = _ERROR_NAMES[error_class] if 0 <= error_class < 6 else str(error_class)
-        self._requests.labels(tenant, name).inc()
+        self._requests.labels(_bounded(self._tenants, tenant), name).inc()
         self._latency.observe(seconds)
 
     def in_flight(self, delta: int) -> None:
         self._in_flight.inc(delta)
 
     def breaker_state(self, host: str, state: str) -> None:
-        self._breaker.labels(host).set(STATE_VALUE.get(state, -1))
+        self._breaker.labels(_bounded(self._hosts, host)).set(STATE_VALUE.get(state, -1))
 
     def close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+MAX_LABELS = 100
+"""Distinct tenant (and host) label values per metric; later ones are counted as
+``other``: the values come from clients, and every one is a new time series."""
+
+
+def _bounded(seen: Set[str], value: str) -> str:
+    if value in seen:
+        return value
+    if len(seen) >= MAX_LABELS:
+        return "other"
+    seen.add(value)
+    return value
 
 
 def create_metrics(port: Optional[int]) -> Metrics:

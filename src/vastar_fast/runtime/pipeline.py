@@ -33,7 +33,17 @@ from vastar_fast.types import MAX_PAYLOAD_SIZE, ErrorClass
 
 from .breaker import BreakerOpen
 from .policy import PolicyEngine
-from .shaping import METHOD_LIST, METHODS, Fail, build_request, is_sse, response_headers, target_of
+from .shaping import (
+    METHOD_LIST,
+    METHODS,
+    Fail,
+    build_request,
+    is_sse,
+    redirect_target,
+    response_headers,
+    target_of,
+    without_credentials,
+)
 from .upstream import UpstreamConnection, UpstreamFailure, Waiter
 
 try:
@@ -101,6 +111,13 @@ class Exchange:
     ssl_ctx: Any
     target: Any
     limit: cython.longlong
+    headers: dict
+    body: bytes
+    payload_len: cython.longlong
+    allow_link_local: cython.bint
+    follow_redirects: cython.bint
+    redirect: Any
+    hops: cython.int
     _headers: dict
     _sse: cython.bint
 
@@ -135,6 +152,13 @@ class Exchange:
         self.ssl_ctx = None
         self.target = None
         self.limit = 0
+        self.headers = {}
+        self.body = b""
+        self.payload_len = 0
+        self.allow_link_local = False
+        self.follow_redirects = rt.settings.http.follow_redirects
+        self.redirect = None
+        self.hops = 0
         self._headers = {}
         self._sse = False
 
@@ -159,6 +183,12 @@ class Exchange:
                 f"unknown connector {frame.connector_name!r} / operation {frame.operation!r}: "
                 "this runtime provides connector 'http' with operation 'request'",
             )
+        rt = self.rt
+        tenant = rt.policy.tenant(frame.tenant_id)
+        if tenant.token_required:
+            problem = tenant.authorize(frame.headers)
+            if problem is not None:
+                raise Fail(_PERMANENT, problem)
         payload = frame.payload
         try:
             http = _decode_payload(payload)
@@ -175,23 +205,12 @@ class Exchange:
                 raise Fail(
                     _INVALID, f"unsupported HTTP method {http.method!r}; use one of {METHOD_LIST}"
                 )
-        target = target_of(http.url)
-        rt = self.rt
-        tenant = rt.policy.tenant(frame.tenant_id)
-        denial = PolicyEngine.check(tenant, target.host, target.port, len(payload))
-        if denial is not None:
-            raise Fail(int(denial[0]), denial[1])
         text: str = http.body
-        body = text.encode("utf-8") if text else b""
-        self.request_bytes = build_request(method, target, http.headers, body)
         self.method = method
-        self.is_head = method == "HEAD"
-        self.target = target
-        tls_key = None
-        if target.tls:
-            tls_key, self.ssl_ctx = rt.pool.ssl_for(tenant.policy)
-        self.pool_key = (target.scheme, target.host, target.port, tls_key)
-        self.breaker = rt.breakers.get(target.host_key)
+        self.body = text.encode("utf-8") if text else b""
+        self.headers = http.headers
+        self.payload_len = len(payload)
+        self._route(target_of(http.url), tenant)
         self.limit = tenant.policy.max_response_bytes
         slot = tenant.acquire()
         if slot < 0:
@@ -203,8 +222,70 @@ class Exchange:
             log.debug(
                 "request %d tenant=%r: %s %s headers=%s body=%d bytes stream=%s",
                 self.rid, frame.tenant_id, method, redact_url(http.url),
-                redact_headers(http.headers), len(body), self.extended_stream,
+                redact_headers(http.headers), len(self.body), self.extended_stream,
             )  # fmt: skip
+
+    @cython.cfunc
+    def _route(self, target: Any, tenant: Any) -> None:
+        """Check ``target`` against the tenant's policy and aim the exchange at it (the
+        first URL, and every redirect hop)."""
+        denial = PolicyEngine.check(tenant, target.host, target.port, self.payload_len)
+        if denial is not None:
+            raise Fail(int(denial[0]), denial[1])
+        if target.forbidden and not tenant.allow_link_local:
+            raise Fail(
+                _PERMANENT,
+                f"{target.host_key} is a link-local or metadata address, which tenant "
+                f"{tenant.name!r} may not reach; set {tenant.key}.allow_link_local: true in the "
+                "runtime config if it must",
+            )
+        rt = self.rt
+        limits = rt.settings.limits
+        self.request_bytes = build_request(self.method, target, self.headers, self.body,
+                                           limits.max_request_headers,
+                                           limits.max_header_bytes)  # fmt: skip
+        self.is_head = self.method == "HEAD"
+        self.target = target
+        self.allow_link_local = tenant.allow_link_local
+        tls_key = None
+        self.ssl_ctx = None
+        if target.tls:
+            tls_key, self.ssl_ctx = rt.pool.ssl_for(tenant.policy)
+        self.pool_key = (target.scheme, target.host, target.port, tls_key)
+        self.breaker = rt.breakers.get(target.host_key)
+
+    @cython.cfunc
+    def _follow(self) -> None:
+        """Follow the redirect the last answer asked for, within the tenant's policy."""
+        location = self.redirect
+        self.redirect = None
+        rt = self.rt
+        self.hops += 1
+        limit = rt.settings.http.max_redirects
+        if self.hops > limit:
+            raise Fail(
+                _PERMANENT,
+                f"{self.target.host_key} redirected more than {limit} times "
+                "(http.max_redirects); the last hop was not followed",
+            )
+        target = target_of(location)
+        old = self.target
+        status = self.status
+        if (status == 303 and self.method != "HEAD") or (
+            status in (301, 302) and self.method == "POST"
+        ):
+            self.method = "GET"  # what browsers and HTTP clients do
+            self.body = b""
+            self.headers = {k: v for k, v in self.headers.items()
+                            if k.lower() != "content-type"}  # fmt: skip
+        if (target.scheme, target.host, target.port) != (old.scheme, old.host, old.port):
+            self.headers = without_credentials(self.headers)  # never across origins
+        self._route(target, self.tenant)
+        if rt.debug:
+            log.debug("request %d: following a %d redirect to %s", self.rid, status,
+                      redact_url(location))  # fmt: skip
+        self.attempts = 0
+        self._attempt()
 
     # ---------------------------------------------------------------- attempts
     def _attempt(self) -> None:
@@ -220,7 +301,8 @@ class Exchange:
             return
         target = self.target
         got = self.rt.pool.acquire(self.pool_key, target.host, target.port, self.ssl_ctx,
-                                   target.host_key, self._connected)  # fmt: skip
+                                   target.host_key, self._connected,
+                                   self.allow_link_local)  # fmt: skip
         if type(got) is UpstreamConnection:
             self._send(got)
         else:
@@ -252,6 +334,10 @@ class Exchange:
         shaped = response_headers(headers, decoded)
         self._headers = shaped
         self._sse = is_sse(shaped)
+        if self.follow_redirects:
+            self.redirect = redirect_target(status, shaped, self.target)
+            if self.redirect is not None:
+                return  # its body is read and dropped; on_done follows it
         if self.extended_stream:
             self.breaker.record_success()
             self.probe = False
@@ -259,7 +345,7 @@ class Exchange:
             self.ipc.write(_encode_stream_start(self.rid, status, list(shaped.items()), self._sse))
 
     def on_body(self, data: bytes) -> None:
-        if self.done:
+        if self.done or self.redirect is not None:
             return
         ipc = self.ipc
         rid = self.rid
@@ -270,7 +356,11 @@ class Exchange:
                 ipc.write(_encode_stream_chunk(rid, data[i : i + _CHUNK_MAX]))
         if ipc.paused and self.conn is not None:
             self.conn.pause_reading()  # the client is slower than the upstream
-            ipc.paused_exchanges.add(self)
+
+    def pause(self) -> None:
+        """The client is slower than the upstreams: stop reading this one's answer."""
+        if self.conn is not None:
+            self.conn.pause_reading()
 
     def resume(self) -> None:
         """The client caught up (the connection's write buffer drained)."""
@@ -280,6 +370,16 @@ class Exchange:
     def on_done(self, body: bytes) -> None:
         self.conn = None
         if self.done:
+            return
+        if self.redirect is not None:
+            self.breaker.record_success()
+            self.probe = False
+            try:
+                self._follow()
+            except Fail as fail:
+                self._fail_with(fail.error_class, fail.message)
+            except Exception as exc:  # a bug: answer anyway
+                self._internal_error(exc)
             return
         try:
             if self.extended_stream:
@@ -425,8 +525,6 @@ class Exchange:
         if timer is not None:
             timer.cancel()
         ipc.requests.pop(self.rid, None)
-        if ipc.paused_exchanges:
-            ipc.paused_exchanges.discard(self)
         tenant = self.tenant
         if tenant is not None:
             tenant.release(self.tenant_slot)

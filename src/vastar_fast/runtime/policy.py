@@ -8,6 +8,7 @@ refused, under which config key, and what to change.
 from __future__ import annotations
 
 import fnmatch
+import hmac
 import re
 from typing import Any, List, Optional, Pattern, Tuple
 
@@ -21,7 +22,14 @@ try:
 except ImportError:  # pragma: no cover - Cython not installed: the pure twin
     from vastar_fast import _cython_shim as cython
 
-__all__ = ["Denial", "PolicyEngine", "TenantState"]
+__all__ = ["MAX_TENANTS", "TOKEN_KEY", "Denial", "PolicyEngine", "TenantState"]
+
+MAX_TENANTS = 10_000
+"""Tenant states kept per worker; beyond it, idle unlisted tenants are forgotten (their
+counts live in the shared table, so forgetting one loses nothing)."""
+
+TOKEN_KEY = "vastar-token"
+"""The ExecuteRequest KeyValue entry that carries the runtime's or a tenant's token."""
 
 Denial = Tuple[ErrorClass, str]
 
@@ -38,18 +46,32 @@ class TenantState:
     name = cython.declare(str, visibility="public")
     key = cython.declare(str, visibility="public")
     policy = cython.declare(object, visibility="public")
+    token_required = cython.declare(cython.bint, visibility="readonly")
+    allow_link_local = cython.declare(cython.bint, visibility="readonly")
+    _token: bytes
+    _token_key: str
     _shared: Any
     _key: cython.longlong
     _allow_all: cython.bint
     _patterns: list
 
     def __init__(
-        self, name: str, key: str, policy: TenantPolicy, shared: Optional[SharedState] = None
+        self,
+        name: str,
+        key: str,
+        policy: TenantPolicy,
+        shared: Optional[SharedState] = None,
+        runtime_token: Optional[str] = None,
     ) -> None:
         self.name = name
         self.key = key
         """Config key of the policy that applies (``tenants.<id>`` or ``tenants.default``)."""
         self.policy = policy
+        token = policy.token if policy.token is not None else runtime_token
+        self.token_required = token is not None
+        self._token = token.encode("utf-8") if token is not None else b""
+        self._token_key = f"{key}.token" if policy.token is not None else "security.token"
+        self.allow_link_local = policy.allow_link_local
         self._shared = shared if shared is not None else SharedState(tenant_slots=64,
                                                                      breaker_slots=1)  # fmt: skip
         self._key = self._shared.tenant_key(name)
@@ -70,6 +92,28 @@ class TenantState:
 
     def release(self, slot: int) -> None:
         self._shared.tenant_release(slot)
+
+    def authorize(self, frame_headers: List[Tuple[str, str]]) -> Optional[str]:
+        """None when the request carries the token this tenant needs (compared in
+        constant time), else why not; the token itself is never part of the answer."""
+        given: Optional[str] = None
+        for k, v in frame_headers:
+            if k == TOKEN_KEY:
+                given = v
+                break
+        if given is None:
+            return (
+                f"the runtime requires a token for tenant {self.name!r} ({self._token_key}) "
+                f"and the request carries none; give the client the token (our clients read "
+                f"VASTAR_RUNTIME_TOKEN and send it as the '{TOKEN_KEY}' entry of the "
+                "ExecuteRequest headers)"
+            )
+        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._token):
+            return (
+                f"the token the request carries is not the one tenant {self.name!r} needs "
+                f"({self._token_key}); check the client's VASTAR_RUNTIME_TOKEN"
+            )
+        return None
 
     def host_allowed(self, host: str, port: int) -> bool:
         if self._allow_all:
@@ -115,9 +159,16 @@ class PolicyEngine:
             return found
         listed = tenant_id in self._settings.tenants
         key = f"tenants.{tenant_id}" if listed else "tenants.default"
-        state = TenantState(tenant_id, key, self._settings.policy_for(tenant_id),
-                            self._shared)  # fmt: skip
-        self._tenants[tenant_id] = state
+        state = TenantState(tenant_id, key, self._settings.policy_for(tenant_id), self._shared,
+                            self._settings.security.token)  # fmt: skip
+        tenants = self._tenants
+        if len(tenants) >= MAX_TENANTS:
+            # Tenant ids come from clients: keep the configured ones and the busy ones.
+            listed = self._settings.tenants
+            self._tenants = tenants = {
+                t: st for t, st in tenants.items() if t in listed or st.in_flight > 0
+            }
+        tenants[tenant_id] = state
         return state
 
     @staticmethod

@@ -60,15 +60,32 @@ def _scrub(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each record's message with credential-looking values removed."""
+    """Rewrites each record's message, and its traceback, with credential-looking values
+    and URL secrets removed (a traceback's frames can hold a request's headers or URL)."""
+
+    _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a broken format string: leave it to the handler
             return True
-        scrubbed = _scrub(message)
+        scrubbed = _scrub_urls(_scrub(message))
         if scrubbed != message:
             record.msg = scrubbed
             record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _scrub_urls(_scrub(record.exc_text))
+        if record.stack_info:
+            record.stack_info = _scrub_urls(_scrub(record.stack_info))
         return True
+
+
+_URL = re.compile(r"https?://[^\s'\"<>]+")
+
+
+def _scrub_urls(text: str) -> str:
+    """Every URL in ``text`` through :func:`redact_url` (userinfo, secret parameters)."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)

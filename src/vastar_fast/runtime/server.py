@@ -24,11 +24,23 @@ from typing import Any, List, Optional, Set, Tuple
 
 from . import engine
 from .config import RuntimeSettings
-from .listen import SocketInUseError, bind_tcp, bind_unix
+from .listen import SocketInUseError, bind_tcp, bind_unix, check_exposure, is_loopback
 from .metrics import Metrics, create_metrics
 from .retry import RetryPolicy
 
 __all__ = ["Runtime", "SocketInUseError"]
+
+
+def _frame_timeout(seconds: float) -> bytes:
+    from vastar_fast.protocol.connection import ServerConnection
+    from vastar_fast.types import ErrorClass
+
+    return ServerConnection.send_response(
+        0, int(ErrorClass.INVALID_REQUEST),
+        f"Invalid frame: a frame was begun but not completed within {seconds:g}s "
+        "(limits.frame_timeout_s); closing the connection", None, 0,
+    )  # fmt: skip
+
 
 log = logging.getLogger("vastar_fast.runtime")
 
@@ -84,6 +96,10 @@ class Runtime:
         self._stop_requested: Optional[asyncio.Event] = None
         self._idle: Optional[asyncio.Event] = None
         self._abandon: Optional[asyncio.Event] = None
+        limits = settings.limits
+        self._sweep_every = max(0.05, min(1.0, limits.frame_timeout_s / 4,
+                                         limits.idle_timeout_s / 4))  # fmt: skip
+        self._sweeper: Optional[asyncio.TimerHandle] = None
         self.pool: Any = None
         """The upstream connection pool (``UpstreamPool`` of the serving twin)."""
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -108,7 +124,13 @@ class Runtime:
                 self._socket_inode = (st.st_dev, st.st_ino)
                 await self._serve_socket(sock)
             if self.tcp is not None and not self._given_sockets:
+                refusal = check_exposure(self.tcp[0], self.settings)
+                if refusal is not None:
+                    raise OSError(refusal)
                 await self._serve_socket(bind_tcp(*self.tcp))
+                if not is_loopback(self.tcp[0]):
+                    log.warning("listening on TCP %s:%s, reachable from the network: every "
+                                "request must carry the token", self.tcp[0], self.tcp_port)  # fmt: skip
             if self._given_metrics is not None:
                 self.metrics = self._given_metrics
                 self._metrics_on = True
@@ -119,7 +141,30 @@ class Runtime:
             await self._close_listeners()
             await self.pool.close()
             raise
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
         log.info("runtime listening on %s", self.describe())
+
+    def _sweep(self) -> None:
+        """Close connections idle past ``limits.idle_timeout_s`` and those with a frame
+        begun but not finished within ``limits.frame_timeout_s``."""
+        self._sweeper = None
+        if self.stopping:
+            return
+        now = self.loop.time()
+        limits = self.settings.limits
+        for conn in list(self.connections):
+            transport = conn.transport
+            if transport is None or transport.is_closing():
+                continue
+            quiet = now - conn.last_rx
+            if conn.sc.partial_frame and quiet > limits.frame_timeout_s:
+                conn.write(_frame_timeout(limits.frame_timeout_s))
+                transport.close()
+            elif not conn.requests and quiet > limits.idle_timeout_s:
+                if self.debug:
+                    log.debug("closing a client connection idle for %.0fs", quiet)
+                transport.close()
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
 
     async def _serve_socket(self, sock: socket.socket) -> None:
         loop = self.loop
@@ -199,6 +244,12 @@ class Runtime:
         log.info("runtime stopped")
 
     async def _close_listeners(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        await self._close_servers()
+
+    async def _close_servers(self) -> None:
         """Stop accepting and remove the socket file. Not awaiting ``wait_closed`` here:
         from Python 3.12 it waits for every connection to end, and the connections must
         stay open to receive the answers of their requests in flight."""

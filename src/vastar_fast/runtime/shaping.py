@@ -12,11 +12,12 @@ One of the runtime's twinned request-path modules (see ``upstream.py``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
-from vastar_fast.runtime.redact import redact_url
+from vastar_fast.runtime.redact import is_secret_name, redact_url
 from vastar_fast.types import ErrorClass
 
 try:
@@ -31,10 +32,13 @@ __all__ = [
     "Fail",
     "Target",
     "build_request",
+    "forbidden_address",
     "is_sse",
     "parse_target",
+    "redirect_target",
     "response_headers",
     "target_of",
+    "without_credentials",
 ]
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
@@ -79,6 +83,31 @@ class Target(NamedTuple):
     host_header: str
     host_key: str
     """``scheme://host:port``: the circuit breaker's key and the text in error messages."""
+    forbidden: bool
+    """The host is an IP address in a link-local or metadata range (names are checked
+    when they resolve)."""
+    url: str
+    """The URL as given (for following relative redirects)."""
+
+
+_METADATA = tuple(
+    ipaddress.ip_network(n)
+    for n in ("169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128")
+)
+"""Link-local ranges (AWS, GCP and Azure metadata at 169.254.169.254) and the other
+metadata addresses (Alibaba Cloud, AWS IPv6)."""
+
+
+def forbidden_address(ip: str) -> bool:
+    """Whether ``ip`` is link-local or a cloud metadata address (IPv4-mapped included)."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    if mapped is not None:
+        addr = mapped
+    return any(addr in net for net in _METADATA if net.version == addr.version)
 
 
 def parse_target(url: str) -> Target:
@@ -119,7 +148,8 @@ def parse_target(url: str) -> Target:
         path = quote(path, safe=_PATH_SAFE)
         target = f"{path}?{quote(query, safe=_QUERY_SAFE)}" if query else path
     host_header = shown if port == default else f"{shown}:{port}"
-    return Target(scheme, host, port, tls, target, host_header, f"{scheme}://{shown}:{port}")
+    return Target(scheme, host, port, tls, target, host_header, f"{scheme}://{shown}:{port}",
+                  forbidden_address(host), url)  # fmt: skip
 
 
 _TARGETS: Dict[str, Target] = {}
@@ -137,12 +167,24 @@ def target_of(url: str) -> Target:
     return target
 
 
-def build_request(method: str, target: Target, headers: Dict[str, str], body: bytes) -> bytes:
+def build_request(
+    method: str,
+    target: Target,
+    headers: Dict[str, str],
+    body: bytes,
+    max_headers: int = 256,
+    max_header_bytes: int = 65536,
+) -> bytes:
     """The bytes of one HTTP/1.1 request, head and body, or raise :class:`Fail`."""
+    if len(headers) > max_headers:
+        raise Fail(_INVALID, f"the request has {len(headers)} headers, more than the runtime's "
+                   f"limit of {max_headers} (limits.max_request_headers); send fewer")  # fmt: skip
     parts: List[str] = [method, " ", target.request_target, " HTTP/1.1\r\nHost: ",
                         target.host_header, "\r\n"]  # fmt: skip
     accept = False
+    size = 0
     for name, value in headers.items():
+        size += len(name) + len(value)
         lower = name.lower()
         if lower in OWNED_HEADERS:
             continue
@@ -158,6 +200,9 @@ def build_request(method: str, target: Target, headers: Dict[str, str], body: by
         parts.append(": ")
         parts.append(value)
         parts.append("\r\n")
+    if size > max_header_bytes:
+        raise Fail(_INVALID, f"the request's headers hold {size} characters, more than the "
+                   f"runtime's limit of {max_header_bytes} (limits.max_header_bytes)")  # fmt: skip
     if not accept:
         parts.append("Accept: */*\r\n")  # what aiohttp and the released runtime's reqwest send
     if body or method in _BODY_METHODS:
@@ -167,6 +212,28 @@ def build_request(method: str, target: Target, headers: Dict[str, str], body: by
     parts.append("\r\n")
     head = "".join(parts).encode("utf-8")
     return head + body if body else head
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def redirect_target(status: int, headers: Dict[str, str], current: Target) -> Optional[str]:
+    """The absolute URL a 3xx answer redirects to, or None when it does not."""
+    if status not in _REDIRECTS:
+        return None
+    location = headers.get("location")
+    if not location:
+        return None
+    return urljoin(current.url, location.strip())
+
+
+def without_credentials(headers: Dict[str, str]) -> Dict[str, str]:
+    """The headers minus credentials (Authorization, Cookie, API keys, any secret-looking
+    name): what may follow a redirect to another origin."""
+    return {
+        k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS and not is_secret_name(k)
+    }
 
 
 _NAME_CACHE: Dict[bytes, str] = {}

@@ -44,6 +44,8 @@ import httptools
 from vastar_fast.runtime.config import HTTPSettings, TenantPolicy
 from vastar_fast.types import ErrorClass
 
+from .shaping import forbidden_address
+
 try:
     import cython
 except ImportError:  # pragma: no cover - Cython not installed: the pure twin
@@ -88,8 +90,20 @@ class UpstreamFailure(Exception):
         self.host_fault = host_fault
 
 
+class _Forbidden(Exception):
+    """Every address a name resolves to is link-local or a metadata address."""
+
+
 def classify_connect_error(exc: BaseException, where: str, timeout_s: float) -> UpstreamFailure:
     """What a failed connect (DNS, TCP, TLS handshake) means for the caller."""
+    if isinstance(exc, _Forbidden):
+        return UpstreamFailure(
+            _PERMANENT,
+            f"{where} resolves only to link-local or metadata addresses, which this tenant may "
+            "not reach; set allow_link_local: true in its runtime policy if it must",
+            True,
+            False,
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return UpstreamFailure(
             _PERMANENT,
@@ -218,6 +232,8 @@ class UpstreamConnection:
     """Holds one of the pool's connection slots (released once, when it closes)."""
     idle_since = cython.declare(cython.double, visibility="public")
     requests = cython.declare(cython.longlong, visibility="public")
+    link_local = cython.declare(cython.bint, visibility="public")
+    """Connected to a link-local or metadata address (only tenants allowing those use it)."""
     parser: Any
     _head: cython.bint
     _stream: cython.bint
@@ -244,6 +260,7 @@ class UpstreamConnection:
         self.counted = True
         self.idle_since = 0.0
         self.requests = 0
+        self.link_local = False
         self._head = False
         self._stream = False
         self._limit = 0
@@ -582,18 +599,29 @@ class UpstreamPool:
         ssl_ctx: Optional[ssl.SSLContext],
         where: str,
         callback: Callable[[Optional[UpstreamConnection], Optional[UpstreamFailure]], None],
+        allow_link_local: bool = False,
     ) -> object:
-        """An idle connection at once, or a :class:`Waiter` with ``callback`` to come."""
+        """An idle connection at once, or a :class:`Waiter` with ``callback`` to come.
+
+        Without ``allow_link_local``, connections to link-local or metadata addresses
+        are neither reused nor made (a name that resolves only to such addresses fails).
+        """
         conn: UpstreamConnection
+        i: cython.Py_ssize_t
         idle = self.idle.get(key)
         if idle:
             now: float = self.loop.time()
-            while idle:
-                conn = idle.pop()
-                if not conn.closed and now - conn.idle_since < self._keepalive:
+            i = len(idle) - 1
+            while i >= 0:
+                conn = idle[i]
+                if conn.closed or now - conn.idle_since >= self._keepalive:
+                    del idle[i]
+                    conn.abort()
+                elif allow_link_local or not conn.link_local:
+                    del idle[i]
                     return conn
-                conn.abort()
-        waiter = Waiter(key, (host, port, ssl_ctx, where), callback)
+                i -= 1
+        waiter = Waiter(key, (host, port, ssl_ctx, where, allow_link_local), callback)
         if self._can_open(key):
             self._connect(waiter)
         else:
@@ -630,29 +658,53 @@ class UpstreamPool:
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
+    async def _connect_checked(
+        self, host: str, port: int, ctx: Any, allow_link_local: bool, factory: Any
+    ) -> None:
+        """Resolve, drop forbidden addresses, connect to the first that answers."""
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = []
+        for _family, _, _, _, sockaddr in infos:
+            ip = sockaddr[0]
+            if allow_link_local or not forbidden_address(ip):
+                addresses.append(ip)
+        if not addresses:
+            raise _Forbidden(host)
+        last: Optional[BaseException] = None
+        for ip in addresses:
+            try:
+                await self.loop.create_connection(
+                    factory, ip, port, ssl=ctx, server_hostname=host if ctx is not None else None
+                )
+                return
+            except ssl.SSLError:
+                raise  # the server answered: another address of it will not do better
+            except OSError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
     async def _open(self, waiter: Waiter) -> None:
-        host, port, ctx, where = waiter.target
+        host, port, ctx, where, allow_ll = waiter.target
         key = waiter.key
         timeout = self.settings.connect_timeout_s
         made: List[UpstreamConnection] = []
 
         def factory() -> UpstreamConnection:
             conn = UpstreamConnection(self, key, where)  # holds the slot reserved for it
+            for earlier in made:  # an attempt on another address that did not work out
+                earlier.counted = False
             made.append(conn)
             return conn
 
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(
-                    factory, host, port, ssl=ctx,
-                    server_hostname=host if ctx is not None else None,
-                ),
-                timeout,
-            )  # fmt: skip
+                self._connect_checked(host, port, ctx, allow_ll, factory), timeout
+            )
         except BaseException as exc:
             if made:
-                made[0].abort()
-                self._lost(made[0], False)
+                made[-1].abort()
+                self._lost(made[-1], False)  # the one holding the slot releases it
             else:
                 self._release_slot(key)
             if isinstance(exc, asyncio.CancelledError):
@@ -661,7 +713,10 @@ class UpstreamPool:
                 waiter.callback(None, classify_connect_error(exc, where, timeout))
             self._wake()
             return
-        conn = made[0]
+        conn = made[-1]
+        transport = conn.transport
+        peer: Any = transport.get_extra_info("peername") if transport is not None else None
+        conn.link_local = bool(peer) and forbidden_address(str(peer[0]))
         if conn.closed:
             if not waiter.cancelled:
                 waiter.callback(None, UpstreamFailure(

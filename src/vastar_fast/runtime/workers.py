@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import engine
 from .config import RuntimeSettings
-from .listen import SocketInUseError, bind_tcp, bind_unix
+from .listen import SocketInUseError, bind_tcp, bind_unix, check_exposure
 
 __all__ = ["RESPAWN_LIMIT", "RESPAWN_WINDOW_S", "default_workers", "supervise", "usable_cpus"]
 
@@ -316,6 +316,9 @@ def supervise(
             st = os.stat(socket_path)
             inode = (st.st_dev, st.st_ino)
         if tcp is not None:
+            refusal = check_exposure(tcp[0], settings)
+            if refusal is not None:
+                raise OSError(refusal)
             sock = bind_tcp(*tcp)
             tcp_port = sock.getsockname()[1]
             sockets.append(sock)
