@@ -14,7 +14,7 @@ from typing import Mapping, Optional
 from ..errors import ConnectorException
 from ..types import ErrorClass, RuntimeConfig
 
-__all__ = ["Endpoint", "open_socket", "resolve_endpoint"]
+__all__ = ["Endpoint", "connect_error", "open_socket", "resolve_endpoint"]
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -82,11 +82,17 @@ def open_socket(endpoint: Endpoint, timeout: Optional[float] = None) -> socket.s
                 sock.close()
                 raise
     except OSError as exc:
-        raise ConnectorException(
-            f"cannot connect to the Vastar runtime at {endpoint.describe()}: "
-            f"{exc.strerror or exc}; is it running? {endpoint.how_to_start()}",
-            ErrorClass.TRANSIENT,
-            0,
-        ) from exc
+        raise connect_error(endpoint, exc) from exc
     sock.settimeout(None)
     return sock
+
+
+def connect_error(endpoint: Endpoint, exc: BaseException) -> ConnectorException:
+    """TRANSIENT: the runtime cannot be reached; says where and how to start one."""
+    reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
+    return ConnectorException(
+        f"cannot connect to the Vastar runtime at {endpoint.describe()}: {reason}; "
+        f"is it running? {endpoint.how_to_start()}",
+        ErrorClass.TRANSIENT,
+        0,
+    )
