@@ -93,7 +93,9 @@ class RuntimeClient:
         self.connect()
         return self
 
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: object, tb: object) -> None:
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc_val: object, exc_tb: object
+    ) -> None:
         self.close()
 
     # ------------------------------------------------------------------ requests

@@ -39,7 +39,6 @@ import math
 
 from ..errors import FrameTooLargeError, ProtocolError
 from ..types import MAX_PAYLOAD_SIZE
-from . import _codec_py as _py
 from .frames import (
     CancelRequestFrame,
     CreditUpdateFrame,
@@ -51,6 +50,22 @@ from .frames import (
     StreamChunkFrame,
     StreamStartFrame,
 )
+
+
+
+class _PureTwin:
+    """The pure twin, imported on first use: only inputs the fast paths do not model
+    are handed to it, so ``import vastar_fast`` need not import it (nor json)."""
+
+    def __getattr__(self, name):
+        global _py
+        from . import _codec_py
+
+        _py = _codec_py
+        return getattr(_codec_py, name)
+
+
+_py = _PureTwin()
 
 __all__ = [
     "CancelRequestFrame",
