@@ -68,10 +68,10 @@ class SyncAdapter:
         except ConnectorException as exc:
             return exc
 
-    def concurrently(self, requests: List[HTTPRequest]) -> List[Outcome]:
+    def concurrently(self, requests: List[HTTPRequest], timeout: float = 60.0) -> List[Outcome]:
         """Every request at once (one thread each), outcomes in order."""
         with ThreadPoolExecutor(max_workers=len(requests)) as pool:
-            return list(pool.map(self.outcome, requests))
+            return list(pool.map(self.outcome, requests, timeout=timeout))
 
     def in_background(self, request: HTTPRequest) -> Callable[[float], Outcome]:
         """Start a request; returns a function that waits for its outcome."""
@@ -177,7 +177,7 @@ class AsyncAdapter:
         except ConnectorException as exc:
             return exc
 
-    def concurrently(self, requests: List[HTTPRequest]) -> List[Outcome]:
+    def concurrently(self, requests: List[HTTPRequest], timeout: float = 60.0) -> List[Outcome]:
         async def all_of() -> List[Outcome]:
             return list(
                 await asyncio.gather(
@@ -185,7 +185,7 @@ class AsyncAdapter:
                 )
             )
 
-        return self.run(all_of())  # type: ignore[no-any-return]
+        return self.run(all_of(), timeout)  # type: ignore[no-any-return]
 
     def in_background(self, request: HTTPRequest) -> Callable[[float], Outcome]:
         fut = asyncio.run_coroutine_threadsafe(self.client.execute_http(request), self.loop)
@@ -252,4 +252,34 @@ class _AsyncStream(StreamHandle):
         self._a.run(self._s.__aexit__(None, None, None))
 
 
-ADAPTERS = {"sync": SyncAdapter, "async": AsyncAdapter}
+class SyncSocketMethodsAdapter(SyncAdapter):
+    """RuntimeClient whose compiled channel calls the socket object's methods instead of
+    recv/send on the descriptor: the path the compiled twin takes on Windows (and the
+    only one the pure twin has, where this equals SyncAdapter)."""
+
+    kind = "sync-socket-methods"
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        try:
+            from vastar_fast.protocol._codec_c import _client_io
+        except ImportError:  # compiled twin not built: the pure twin's path anyway
+            _client_io = None
+        self._io = _client_io
+        self._before = _client_io() if _client_io is not None else None
+        if _client_io is not None:
+            _client_io(False)
+        super().__init__(config)
+
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        finally:
+            if self._io is not None:
+                self._io(self._before)
+
+
+ADAPTERS = {
+    "sync": SyncAdapter,
+    "async": AsyncAdapter,
+    "sync-socket-methods": SyncSocketMethodsAdapter,
+}

@@ -588,7 +588,8 @@ def test_a_runtime_that_stops_reading_cannot_freeze_the_sender(
 
 def test_concurrent_one_mib_posts_all_complete(make_client: Callable[..., Any]) -> None:
     """Several large POSTs at once against a runtime that reads slowly: every sender
-    resumes after backpressure (none waits forever holding its credit)."""
+    resumes after backpressure, long before its own (two-minute) timeout, instead of
+    waiting for it while holding its credit."""
 
     def handler(peer: Peer, event: Any) -> None:
         peer.send(ok(event, body=str(len(json.loads(event.frame.payload)["body"]))))
@@ -596,10 +597,9 @@ def test_concurrent_one_mib_posts_all_complete(make_client: Callable[..., Any]) 
     with FakeRuntime(handler, health="extended", credits=16, recv_size=8192) as rt:
         client = make_client(rt)
         client.health()
-        outcomes = client.concurrently(
-            [
-                HTTPRequest("POST", f"http://x/{i}", body=b"p" * (1024 * 1024), timeout_ms=30_000)
-                for i in range(8)
-            ]
-        )
+        requests = [
+            HTTPRequest("POST", f"http://x/{i}", body=b"p" * (1024 * 1024), timeout_ms=120_000)
+            for i in range(8)
+        ]
+        outcomes = client.concurrently(requests, timeout=40)
     assert [getattr(o, "body", o) for o in outcomes] == [str(1024 * 1024).encode()] * 8
