@@ -20,6 +20,8 @@ static Py_ssize_t vf_io_recv(int fd, void *buf, Py_ssize_t n, int *err)
 { (void)fd; (void)buf; (void)n; *err = ENOSYS; return -1; }
 static Py_ssize_t vf_io_send(int fd, const void *buf, Py_ssize_t n, int *err)
 { (void)fd; (void)buf; (void)n; *err = ENOSYS; return -1; }
+static Py_ssize_t vf_io_send_now(int fd, const void *buf, Py_ssize_t n, int *err)
+{ (void)fd; (void)buf; (void)n; *err = ENOSYS; return -1; }
 static int vf_io_timeout(int fd, int sending, double seconds)
 { (void)fd; (void)sending; (void)seconds; return -1; }
 static int vf_io_shutdown(int fd) { (void)fd; return -1; }
@@ -54,6 +56,14 @@ static Py_ssize_t vf_io_recv(int fd, void *buf, Py_ssize_t n, int *err)
 static Py_ssize_t vf_io_send(int fd, const void *buf, Py_ssize_t n, int *err)
 {
     ssize_t r = send(fd, buf, (size_t)n, VF_SEND_FLAGS);
+    *err = r < 0 ? errno : 0;
+    return (Py_ssize_t)r;
+}
+
+/* One send(2) that never blocks (MSG_DONTWAIT): what the socket buffer takes now. */
+static Py_ssize_t vf_io_send_now(int fd, const void *buf, Py_ssize_t n, int *err)
+{
+    ssize_t r = send(fd, buf, (size_t)n, VF_SEND_FLAGS | MSG_DONTWAIT);
     *err = r < 0 ? errno : 0;
     return (Py_ssize_t)r;
 }

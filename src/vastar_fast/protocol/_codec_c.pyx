@@ -1318,14 +1318,20 @@ cdef inline object _ascii_str(const uint8_t *p, Py_ssize_t n):
     """A str of the n ASCII bytes at p, from the cache when the same text was seen."""
     cdef Py_ssize_t k
     cdef unsigned int h
+    cdef uint64_t h64
     cdef PyObject *hit
     if n == 0 or n > _STR_CACHE_MAX_LEN:
         s = PyUnicode_New(n, 127)
         memcpy(PyUnicode_DATA(s), p, n)
         return s
-    h = <unsigned int>n
-    for k in range(n):
-        h = h * 31u + p[k]
+    if n >= 8:
+        # O(1): length and the first and last 8 bytes (a hit is verified in full below)
+        h64 = (vf_rd_u64(p) * <uint64_t>0x9E3779B97F4A7C15u) ^ vf_rd_u64(p + n - 8) ^ <uint64_t>n
+        h = <unsigned int>(h64 ^ (h64 >> 29) ^ (h64 >> 47))
+    else:
+        h = <unsigned int>n
+        for k in range(n):
+            h = h * 31u + p[k]
     h = (h ^ (h >> 11)) & (_STR_CACHE_SIZE - 1)
     hit = _str_cache[h]
     if hit is not NULL and PyUnicode_GET_LENGTH(<object>hit) == n and memcmp(
@@ -1600,6 +1606,7 @@ cdef extern from "client_io.h":
     bint VF_EAGAIN(int err) nogil
     Py_ssize_t vf_io_recv(int fd, void *buf, Py_ssize_t n, int *err) nogil
     Py_ssize_t vf_io_send(int fd, const void *buf, Py_ssize_t n, int *err) nogil
+    Py_ssize_t vf_io_send_now(int fd, const void *buf, Py_ssize_t n, int *err) nogil
     int vf_io_timeout(int fd, int sending, double seconds) nogil
     int vf_io_shutdown(int fd) nogil
     int VF_HAVE_CLOCKS
@@ -2413,6 +2420,13 @@ cdef class BlockingChannel:
                 except OSError as exc:
                     return exc
                 return None
+            # Usually the socket takes the whole frame at once: try without releasing
+            # the GIL (MSG_DONTWAIT); only a full socket buffer waits with it released.
+            k = vf_io_send_now(fd, p, total, &err)
+            if k > 0:
+                off = k
+            elif k < 0 and not VF_EAGAIN(err) and err != EINTR:
+                return OSError(err, _os.strerror(err))
             while off < total:
                 with nogil:
                     k = vf_io_send(fd, p + off, total - off, &err)
