@@ -20,6 +20,8 @@ from .endpoint import Endpoint, open_socket, resolve_endpoint
 from .results import HealthStatus, StreamState, health_from_event
 
 if TYPE_CHECKING:
+    import socket
+
     from ..protocol.client_core import BlockingChannel, Waiter
 
 __all__ = ["HTTPStream", "RuntimeClient"]
@@ -55,22 +57,28 @@ class RuntimeClient:
                 return channel
             endpoint = resolve_endpoint(self.config)
             sock = open_socket(endpoint, timeout=self.config.timeout_ms / 1000.0)
-            seed = self._next_id
-            if channel is not None:  # request ids keep counting up across reconnects
-                seed = channel.conn.next_request_id()
-            conn = client_core.ClientConnection(
-                request_id_seed=seed, config=self.config, where=endpoint.describe()
-            )
-            channel = client_core.BlockingChannel(conn, sock)
-            channel.reconnect = self._connected
-            self._channel = channel
-            self._endpoint = endpoint
-            if type(self).execute_http is RuntimeClient.execute_http:
-                # Calls go straight to the channel's (compiled) round trip, without a
-                # Python frame of ours; a closed channel reconnects through
-                # channel.reconnect. close() removes it again (docs/decisions.md).
-                self.__dict__["execute_http"] = channel.execute
+            channel = self._attach(sock, endpoint)
         log.info("connected to the Vastar runtime at %s", endpoint.describe())
+        return channel
+
+    def _attach(self, sock: socket.socket, endpoint: Endpoint) -> BlockingChannel:
+        """Drive a connected socket (connect lock held, or before any use)."""
+        seed = self._next_id
+        old = self._channel
+        if old is not None:  # request ids keep counting up across reconnects
+            seed = old.conn.next_request_id()
+        conn = client_core.ClientConnection(
+            request_id_seed=seed, config=self.config, where=endpoint.describe()
+        )
+        channel = client_core.BlockingChannel(conn, sock)
+        channel.reconnect = self._connected
+        self._channel = channel
+        self._endpoint = endpoint
+        if type(self).execute_http is RuntimeClient.execute_http:
+            # Calls go straight to the channel's (compiled) round trip, without a Python
+            # frame of ours; a closed channel reconnects through channel.reconnect.
+            # close() removes it again (docs/decisions.md, "Client").
+            self.__dict__["execute_http"] = channel.execute
         return channel
 
     def close(self) -> None:
