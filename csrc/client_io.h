@@ -11,6 +11,18 @@
 
 #include <Python.h>
 #include <errno.h>
+#include <stdint.h>
+
+/* The next request id: an atomic fetch-and-add, so ids stay unique between threads even
+ * on a free-threaded CPython run with the GIL forced off (PYTHON_GIL=0). */
+#if defined(_MSC_VER)
+#include <intrin.h>
+static inline uint64_t vf_next_id(uint64_t *counter)
+{ return (uint64_t)_InterlockedExchangeAdd64((volatile __int64 *)counter, 1); }
+#else
+static inline uint64_t vf_next_id(uint64_t *counter)
+{ return __atomic_fetch_add(counter, (uint64_t)1, __ATOMIC_RELAXED); }
+#endif
 
 #if defined(_WIN32)
 

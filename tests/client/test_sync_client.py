@@ -252,3 +252,20 @@ def test_close_from_another_thread_wakes_every_waiter() -> None:
         assert time.monotonic() - start < 5
     assert [e.error_class for e in results] == [ErrorClass.TRANSIENT] * 4
     assert all("client was closed" in e.message for e in results)
+
+
+def test_a_dropped_client_closes_its_socket_at_once() -> None:
+    """No reference cycle between the client and its channel: without the garbage
+    collector, dropping the last reference closes the connection."""
+    import gc
+
+    with FakeRuntime(lambda peer, event: peer.send(ok(event))) as rt:
+        client = client_for(rt)
+        client.execute_http(HTTPRequest("GET", "http://x/"))
+        peer = rt.peers[0]
+        gc.disable()
+        try:
+            del client
+            assert wait_for(lambda: peer.sock.fileno() == -1)  # the fake saw EOF
+        finally:
+            gc.enable()

@@ -404,3 +404,18 @@ def test_response_turns_an_answer_into_the_released_result(core: ModuleType) -> 
             conn.response(event)
         assert (info.value.error_class, info.value.request_id) == (error_class, 5)
         assert text in info.value.message
+
+
+def test_the_opt_in_reaches_the_server_half(core: ModuleType) -> None:
+    """Both halves of connection.py: the client's opt-in is what ServerConnection reads,
+    and only then is the peer extended (allowed CreditUpdate and message types 5+)."""
+    from vastar_fast.protocol.connection import RequestReceived, extensions_of
+
+    conn = core.ClientConnection(request_id_seed=1)
+    server = ServerConnection()
+    (plain,) = server.receive_data(conn.open_request(HTTPRequest("GET", "http://x/"), False)[1])
+    assert isinstance(plain, RequestReceived) and plain.extensions == frozenset()
+    assert not server.extended and server.send_credit_update(1, 1) == b""
+    (opted,) = server.receive_data(conn.open_request(HTTPRequest("GET", "http://x/"), True)[1])
+    assert opted.extensions == frozenset({"stream"}) and server.extended
+    assert extensions_of([("k", "v"), ("vastar-ext", " stream , other,")]) == {"stream", "other"}

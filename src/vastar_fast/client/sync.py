@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Iterator, Optional, Type
+import weakref
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Type
 
 from ..protocol import client_core
+from ..protocol import client_policy as policy
 from ..types import HTTPRequest, HTTPResponse, RuntimeConfig
 from .endpoint import Endpoint, open_socket, resolve_endpoint
 from .results import HealthStatus, StreamState, health_from_event
@@ -71,7 +73,7 @@ class RuntimeClient:
             request_id_seed=seed, config=self.config, where=endpoint.describe()
         )
         channel = client_core.BlockingChannel(conn, sock)
-        channel.reconnect = self._connected
+        channel.reconnect = _reconnector(self)
         self._channel = channel
         self._endpoint = endpoint
         if type(self).execute_http is RuntimeClient.execute_http:
@@ -140,6 +142,20 @@ class RuntimeClient:
             channel = self._connected()
         with self._health_lock:
             return health_from_event(channel.health(timeout_ms))
+
+
+def _reconnector(client: RuntimeClient) -> Callable[[], BlockingChannel]:
+    """channel.reconnect: the client's current channel, held through a weak reference so
+    that client and channel form no cycle (a dropped client closes its socket at once)."""
+    ref = weakref.ref(client)
+
+    def reconnect() -> BlockingChannel:
+        owner = ref()
+        if owner is None:
+            raise policy.client_closed()
+        return owner._connected()
+
+    return reconnect
 
 
 class HTTPStream(StreamState):

@@ -1610,6 +1610,7 @@ cdef extern from "client_io.h":
     int vf_io_timeout(int fd, int sending, double seconds) nogil
     int vf_io_shutdown(int fd) nogil
     int VF_HAVE_CLOCKS
+    uint64_t vf_next_id(uint64_t *counter) nogil
     double vf_monotonic() nogil
     double vf_wall_ms() nogil
 
@@ -1807,9 +1808,7 @@ cdef class ClientConnection:
     # ------------------------------------------------------------ requests (low level)
     def next_request_id(self):
         """A counter seeded with the current time in ms, as the released SDK does."""
-        cdef uint64_t rid = self._next_id
-        self._next_id = rid + 1
-        return PyLong_FromUnsignedLongLong(rid)
+        return PyLong_FromUnsignedLongLong(vf_next_id(&self._next_id))
 
     def send_http(self, request_id, tenant_id, workspace_id, trace_id, deadline_at_ms,
                   method, url, headers, body, stream=False):
@@ -1866,8 +1865,7 @@ cdef class ClientConnection:
             deadline_ms = int(now_ms) + timeout_ms  # what the pure twin computes, any type
         if self.closed:
             raise _policy.for_request(self._closed_error(), 0)
-        rid = self._next_id
-        self._next_id = rid + 1
+        rid = vf_next_id(&self._next_id)
         rid_obj = PyLong_FromUnsignedLongLong(rid)
         body = request.body
         if (isinstance(body, (bytes, str))) and len(body) > self._cap:
