@@ -60,13 +60,13 @@ class PreAnswered:
     then), so the difference to ``raw`` is the client's own CPU cost, hot.
     """
 
-    def __init__(self) -> None:
-        from canned_runtime import PAYLOAD
+    def __init__(self, payload: bytes) -> None:
         from vastar_fast.protocol import codec
 
         self.client_sock, self._runtime = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._runtime.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         self._encode = codec.encode_execute_response
-        self._payload = PAYLOAD
+        self._payload = payload
         self._calls = 0
 
     def answer(self, rid: int) -> None:
@@ -86,11 +86,24 @@ class PreAnswered:
         self._runtime.close()
 
 
-def _own_cost_raw(benchmark) -> None:
-    pair = PreAnswered()
+def _sse_payload() -> bytes:
+    from stack_bench import sse_body
+    from vastar_fast.protocol import codec
+
+    body = sse_body().decode()
+    return codec.encode_http_response_payload(
+        200, {"content-type": "text/event-stream"}, body, True
+    )
+
+
+PAYLOADS = {"13B": canned_runtime.PAYLOAD, "35KB_SSE": _sse_payload()}
+
+
+def _own_cost_raw(benchmark, payload: bytes) -> None:
+    pair = PreAnswered(payload)
     frame = encode_request(1795280070375, "openai-connector", "default", "GET", URL, {}, b"")
     sock = pair.client_sock
-    buf = bytearray(65536)
+    buf = bytearray(1 << 20)
     view = memoryview(buf)
 
     def once() -> int:
@@ -105,10 +118,10 @@ def _own_cost_raw(benchmark) -> None:
     pair.close()
 
 
-def _own_cost_vastar_fast(benchmark) -> None:
+def _own_cost_vastar_fast(benchmark, payload: bytes) -> None:
     from vastar_fast.client.endpoint import Endpoint
 
-    pair = PreAnswered()
+    pair = PreAnswered(payload)
     client = RuntimeClient(RuntimeConfig(tenant_id="openai-connector", workspace_id="default"))
     seed = 1795280070375
     client._next_id = seed
@@ -122,12 +135,12 @@ def _own_cost_vastar_fast(benchmark) -> None:
         return client.execute_http(request)
 
     response = benchmark(once)
-    assert response.body == b"hello, world!"
+    assert response.status_code == 200 and response.body
     pair.close()
 
 
-def _own_cost_released(benchmark) -> None:
-    pair = PreAnswered()
+def _own_cost_released(benchmark, payload: bytes) -> None:
+    pair = PreAnswered(payload)
     client = ReleasedStyleClient.__new__(ReleasedStyleClient)
     client.sock = pair.client_sock
     client.next_id = int(time.time() * 1000)
@@ -137,7 +150,7 @@ def _own_cost_released(benchmark) -> None:
         return client.execute_http("GET", URL, {}, b"")
 
     response = benchmark(once)
-    assert response["body"] == b"hello, world!"
+    assert response["status_code"] == 200 and response["body"]
     pair.close()
 
 
@@ -162,5 +175,13 @@ def test_round_trip(benchmark, runtime_socket, variant: str) -> None:
 @pytest.mark.benchmark(group="client_own_cost")
 @pytest.mark.parametrize("variant", list(OWN_COST))
 def test_own_cost(benchmark, variant: str) -> None:
-    """Pre-answered socketpair: the difference to ``raw`` is the client's own CPU cost."""
-    OWN_COST[variant](benchmark)
+    """Pre-answered socketpair, 13 B body: the difference to ``raw`` is the client's own
+    CPU cost, hot (no wake-up after a blocking receive)."""
+    OWN_COST[variant](benchmark, PAYLOADS["13B"])
+
+
+@pytest.mark.benchmark(group="client_own_cost_sse35k")
+@pytest.mark.parametrize("variant", list(OWN_COST))
+def test_own_cost_sse(benchmark, variant: str) -> None:
+    """The same with the 35 KB SSE body of bench/stack_bench.py."""
+    OWN_COST[variant](benchmark, PAYLOADS["35KB_SSE"])
