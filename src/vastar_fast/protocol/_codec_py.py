@@ -93,16 +93,22 @@ Headers = Sequence[Tuple[str, str]]
 _Builder: Any = None
 
 
-def _builder(initial_size: int) -> flatbuffers.Builder:
-    """A flatbuffers.Builder. The official runtime is imported on first use: it pulls
-    in numpy whenever numpy is installed (about 125 ms of ``import vastar_fast``), and
-    only this twin's encoders need it."""
+def _load_flatbuffers() -> Any:
+    """The official runtime, imported on first need: it pulls in numpy whenever numpy is
+    installed (about 125 ms of ``import vastar_fast``), and only this twin's encoders use
+    it. A FrameBuffer loads it too, so that the import happens when a connection is made,
+    not inside the first answer a runtime encodes (whose deadline is already running)."""
     global _Builder
     if _Builder is None:
         from flatbuffers import Builder
 
         _Builder = Builder
-    return _Builder(initial_size)
+    return _Builder
+
+
+def _builder(initial_size: int) -> flatbuffers.Builder:
+    """A flatbuffers.Builder."""
+    return (_Builder or _load_flatbuffers())(initial_size)
 
 
 # --------------------------------------------------------------------------- framing
@@ -130,6 +136,8 @@ class FrameBuffer:
     __slots__ = ("_buf", "_error", "_max", "_pos", "_recv")
 
     def __init__(self, max_frame_size: int = MAX_PAYLOAD_SIZE) -> None:
+        if _Builder is None:
+            _load_flatbuffers()  # a connection is being made: it will encode soon
         self._buf = bytearray()
         self._pos = 0
         self._max = max_frame_size
