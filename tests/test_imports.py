@@ -66,7 +66,7 @@ def test_compiled_twin_never_imports_flatbuffers_numpy_or_asyncio_unasked() -> N
     assert out["async"] == {"flatbuffers": False, "numpy": False, "asyncio": True}
 
 
-def test_pure_twin_imports_flatbuffers_only_to_encode() -> None:
+def test_pure_twin_imports_flatbuffers_only_once_used() -> None:
     out = probe("1")
     assert out["accelerated"] is False
     assert out["import"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
