@@ -258,6 +258,8 @@ class SyncSocketMethodsAdapter(SyncAdapter):
     only one the pure twin has, where this equals SyncAdapter)."""
 
     kind = "sync-socket-methods"
+    _alive = 0
+    _before: Optional[bool] = None
 
     def __init__(self, config: RuntimeConfig) -> None:
         try:
@@ -265,8 +267,10 @@ class SyncSocketMethodsAdapter(SyncAdapter):
         except ImportError:  # compiled twin not built: the pure twin's path anyway
             _client_io = None
         self._io = _client_io
-        self._before = _client_io() if _client_io is not None else None
         if _client_io is not None:
+            if SyncSocketMethodsAdapter._alive == 0:
+                SyncSocketMethodsAdapter._before = _client_io()
+            SyncSocketMethodsAdapter._alive += 1
             _client_io(False)
         super().__init__(config)
 
@@ -275,7 +279,9 @@ class SyncSocketMethodsAdapter(SyncAdapter):
             super().shutdown()
         finally:
             if self._io is not None:
-                self._io(self._before)
+                SyncSocketMethodsAdapter._alive -= 1
+                if SyncSocketMethodsAdapter._alive == 0:  # the last one restores the path
+                    self._io(SyncSocketMethodsAdapter._before)
 
 
 ADAPTERS = {

@@ -571,7 +571,7 @@ class BlockingChannel:
             try:
                 current = self._sndtimeo
                 if current is None or not 0.9 * current <= remaining <= current:
-                    self._sndtimeo = self._set_timeout(sock, socket.SO_SNDTIMEO, remaining)
+                    self._set_timeout(sock, socket.SO_SNDTIMEO, remaining)
                 sock.sendall(frame)
             except (BlockingIOError, TimeoutError) as exc:  # SO_SNDTIMEO expired mid-frame
                 self._fail(policy.connection_lost(exc, sending=True))
@@ -685,7 +685,7 @@ class BlockingChannel:
         try:
             current = self._rcvtimeo
             if current is None or not 0.9 * current <= timeout <= current:
-                self._rcvtimeo = self._set_timeout(sock, socket.SO_RCVTIMEO, timeout)
+                self._set_timeout(sock, socket.SO_RCVTIMEO, timeout)
             n = sock.recv_into(conn.get_buffer())
         except (BlockingIOError, TimeoutError):  # the receive timeout expired
             return
@@ -706,21 +706,25 @@ class BlockingChannel:
             if isinstance(event, ResponseReceived):
                 log.debug("dropping a response for request %d: nobody waits", event.request_id)
 
-    @staticmethod
-    def _set_timeout(sock: socket.socket, option: int, seconds: float) -> float:
+    def _set_timeout(self, sock: socket.socket, option: int, seconds: float) -> None:
         """Bound the next socket calls. SO_RCVTIMEO/SO_SNDTIMEO keep the socket in
         blocking mode, so each call is one syscall (Python's own timeouts add a poll()
         before every call); callers re-set it only when the wait shrinks noticeably or
         grows."""
         seconds = max(seconds, 0.001)  # a zero timeval would mean "wait forever"
         if _TIMEVAL is None:
+            # one timeout for both directions: both remembered values follow it
             sock.settimeout(seconds)
+            self._rcvtimeo = self._sndtimeo = seconds
+            return
+        whole = int(seconds)
+        sock.setsockopt(
+            socket.SOL_SOCKET, option, _TIMEVAL.pack(whole, int((seconds - whole) * 1e6))
+        )
+        if option == socket.SO_RCVTIMEO:
+            self._rcvtimeo = seconds
         else:
-            whole = int(seconds)
-            sock.setsockopt(
-                socket.SOL_SOCKET, option, _TIMEVAL.pack(whole, int((seconds - whole) * 1e6))
-            )
-        return seconds
+            self._sndtimeo = seconds
 
     # ------------------------------------------------------------ the socket's life
     def _enter_io(self) -> Optional[socket.socket]:

@@ -2451,7 +2451,9 @@ cdef class BlockingChannel:
         if self._fd >= 0:
             vf_io_timeout(self._fd, sending, seconds)
         else:
+            # the socket object has one timeout for both directions: both caches follow
             self._sock.settimeout(seconds)
+            self._rcvtimeo = self._sndtimeo = seconds
         return seconds
 
     # ------------------------------------------------------------ receiving
