@@ -2073,7 +2073,7 @@ cdef class ClientConnection:
 
     cdef int _on_frame(self, int mtype, const uint8_t *body, int64_t n, Waiter me) except -1:
         cdef _Tab t
-        cdef int64_t p, s_start, s_count, d_start, d_count
+        cdef int64_t p, d_start = -1, d_count
         cdef uint64_t rid
         cdef int ec
         cdef bint ambiguous = False
@@ -2523,7 +2523,7 @@ cdef class BlockingChannel:
         """One receive (bounded by ``timeout``), delivered to the waiters."""
         cdef ClientConnection conn = self.conn
         cdef FrameBuffer fb = conn._frames
-        cdef Py_ssize_t n, room
+        cdef Py_ssize_t n = 0, room
         cdef int err = 0
         cdef int fd = self._fd
         cdef uint8_t *dst
