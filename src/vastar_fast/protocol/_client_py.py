@@ -573,7 +573,7 @@ class BlockingChannel:
                 if current is None or not 0.9 * current <= remaining <= current:
                     self._set_timeout(sock, socket.SO_SNDTIMEO, remaining)
                 sock.sendall(frame)
-            except (BlockingIOError, TimeoutError) as exc:  # SO_SNDTIMEO expired mid-frame
+            except (BlockingIOError, socket.timeout) as exc:  # the send timeout expired mid-frame
                 self._fail(policy.connection_lost(exc, sending=True))
                 raise policy.send_stalled(self.conn.where, waiter.request_id) from None
             except OSError as exc:
@@ -687,7 +687,7 @@ class BlockingChannel:
             if current is None or not 0.9 * current <= timeout <= current:
                 self._set_timeout(sock, socket.SO_RCVTIMEO, timeout)
             n = sock.recv_into(conn.get_buffer())
-        except (BlockingIOError, TimeoutError):  # the receive timeout expired
+        except (BlockingIOError, socket.timeout):  # the receive timeout expired
             return
         except OSError as exc:
             self._fail(policy.connection_lost(exc))

@@ -1581,6 +1581,7 @@ from libc.errno cimport EINTR
 import logging as _logging
 import os as _os
 import time as _time
+from _socket import timeout as _socket_timeout
 
 from ..errors import ConnectorException as _ConnectorException
 from ..types import ErrorClass as _ErrorClass
@@ -1624,6 +1625,10 @@ cdef object _SUCCESS = _ErrorClass.SUCCESS
 cdef object _TIMEOUT_CLASS = _ErrorClass.TIMEOUT
 cdef Py_ssize_t _MAX_ABANDONED = 4096
 cdef bint _use_fd = VF_POSIX_IO != 0
+# What an expired socket timeout raises: SO_RCVTIMEO/SO_SNDTIMEO give EAGAIN
+# (BlockingIOError); a socket object's own timeout raises socket.timeout, which is
+# TimeoutError only from Python 3.10 on.
+cdef tuple _TIMED_OUT = (BlockingIOError, TimeoutError, _socket_timeout)
 
 
 def _client_io(posix=None):
@@ -2369,7 +2374,7 @@ cdef class BlockingChannel:
             err = self._write(frame, remaining)
             if err is not None:
                 self._fail(_policy.connection_lost(err, True))
-                if isinstance(err, TimeoutError):  # SO_SNDTIMEO expired mid-frame
+                if isinstance(err, _TIMED_OUT):  # the send timeout expired mid-frame
                     raise _policy.send_stalled(conn.where, w.request_id) from None
                 raise _policy.for_request(conn._closed_error(), w.request_id) from err
         finally:
@@ -2543,7 +2548,7 @@ cdef class BlockingChannel:
             else:
                 try:
                     n = self._sock.recv_into(fb.get_buffer())
-                except (BlockingIOError, TimeoutError):
+                except _TIMED_OUT:
                     return 0
                 except OSError as exc:
                     self._fail(_policy.connection_lost(exc))
