@@ -14,54 +14,35 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from types import ModuleType
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 
 import support  # noqa: F401  (puts the flatc-generated reader on sys.path)
+import twins
 
 TWINS = ("compiled", "pure")
 # Test directories whose tests are parametrized over both twins.
 TWIN_DIRS = frozenset({"client", "connectors", "runtime", "demo"})
 
-_MODULES = {
-    # selector module -> (pure twin, compiled twin)
-    "vastar_fast.protocol.codec": (
-        "vastar_fast.protocol._codec_py",
-        "vastar_fast.protocol._codec_c",
-    ),
-    "vastar_fast.sse.scanner": ("vastar_fast.sse._scanner_py", "vastar_fast.sse._scanner_c"),
-}
-
-
-def _import(name: str) -> Optional[ModuleType]:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
 
 def _bindings(twin: str) -> List[Tuple[object, str, object]]:
-    """(module, attribute, value) triples that point every selector at one twin."""
+    """(owner, attribute, value) triples that point the whole package at one twin:
+    every selector's names, and every twin object bound elsewhere (tests/twins.py)."""
     out: List[Tuple[object, str, object]] = []
-    chosen: Dict[str, ModuleType] = {}
-    for selector_name, (pure_name, compiled_name) in _MODULES.items():
+    for selector_name, (pure_name, compiled_name) in twins.SELECTORS.items():
         selector = importlib.import_module(selector_name)
-        impl = _import(compiled_name if twin == "compiled" else pure_name)
+        impl = twins.import_twin(compiled_name if twin == "compiled" else pure_name)
         if impl is None:
             pytest.skip(f"{compiled_name} is not built (python setup.py build_ext --inplace)")
-        chosen[selector_name] = impl
         for name in getattr(selector, "__all__", ()):
             if name != "ACCELERATED" and hasattr(impl, name):
                 out.append((selector, name, getattr(impl, name)))
-    # Names bound once at import time by the modules that use the selectors.
-    codec = chosen["vastar_fast.protocol.codec"]
-    scanner = chosen["vastar_fast.sse.scanner"]
-    results = importlib.import_module("vastar_fast.client.results")
-    out.append((results, "_decode_payload", codec.decode_http_response_payload))
-    for package in ("vastar_fast.sse", "vastar_fast"):
-        out.append((importlib.import_module(package), "SSEDecoder", scanner.SSEDecoder))
+    for owner, name, value in twins.bindings_of(twins.import_package()):
+        if owner in {importlib.import_module(s) for s in twins.SELECTORS}:
+            continue
+        if twins.wrong_twin(value, twin):
+            out.append((owner, name, twins.resolve(value, name, twin)))
     # The runtime's request path (an in-process RuntimeServer runs it).
     engine = _import("vastar_fast.runtime.engine")
     if engine is not None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
+import json
+import os
+import re
+import subprocess
+import sys
 from enum import IntEnum
+from pathlib import Path
+from typing import List, Tuple
 
 import pytest
 
+import support
 import vastar_fast
 from vastar_fast import types as vtypes
 
@@ -91,49 +100,146 @@ def test_dataclass_fields_and_defaults() -> None:
     ]
 
 
-def params(func: object) -> list:
+# ------------------------------------------------------------------ signatures
+# Every public callable of the released SDK, as ../shared/API.md gives it (and the
+# released code has it). Compared by parameter name, kind and default, not position.
+SIGNATURES = {
+    "RuntimeClient": "(config=None)",
+    "RuntimeClient.connect": "(self)",
+    "RuntimeClient.execute_http": "(self, request)",
+    "RuntimeClient.close": "(self)",
+    "RuntimeClient.__enter__": "(self)",
+    "RuntimeClient.__exit__": "(self, exc_type, exc_val, exc_tb)",
+    "RuntimeConfig": '(tenant_id="default", workspace_id="", timeout_ms=60000, '
+    'socket_path="/tmp/vastar-connector-runtime.sock", use_tcp=False, '
+    'tcp_host="127.0.0.1", tcp_port=5000)',
+    "HTTPRequest": "(method, url, headers=None, body=None, timeout_ms=None, tenant_id=None, "
+    "workspace_id=None, trace_id=None)",
+    "HTTPResponse": "(request_id, status_code, headers, body, duration_us, error_class, "
+    "error_message=None)",
+    "ConnectorException": "(message, error_class, request_id)",
+    "ConnectorException.is_retryable": "(self)",
+    "ConnectorException.get_error_class_name": "(self)",
+    "HTTPResponseHelper.is_2xx": "(response)",
+    "HTTPResponseHelper.is_3xx": "(response)",
+    "HTTPResponseHelper.is_4xx": "(response)",
+    "HTTPResponseHelper.is_5xx": "(response)",
+    "HTTPResponseHelper.get_body_as_string": '(response, encoding="utf-8")',
+    "HTTPResponseHelper.get_body_as_json": "(response)",
+    "HTTPResponseHelper.get_header": "(response, name)",
+    "SSEParser.parse_chunk": "(sse_chunk)",
+    "SSEParser.parse_stream": "(sse_data)",
+    "SSEParser.parse_stream_generator": "(sse_data)",
+    "retry_with_backoff": "(func, max_retries=3, initial_backoff_ms=1000, max_backoff_ms=30000, "
+    "retryable_errors=None)",
+}
+STATIC = {name for name in SIGNATURES if name.startswith(("HTTPResponseHelper.", "SSEParser."))}
+
+
+def shape(sig: inspect.Signature) -> List[Tuple[str, str, object]]:
+    """(name, kind, default) per parameter: what a caller's code depends on."""
     return [
-        (p.name, p.default if p.default is not inspect.Parameter.empty else "<required>")
-        for p in inspect.signature(func).parameters.values()  # type: ignore[arg-type]
+        (p.name, p.kind.name, "<required>" if p.default is inspect.Parameter.empty else p.default)
+        for p in sig.parameters.values()
     ]
 
 
-def test_function_signatures() -> None:
-    assert params(vastar_fast.retry_with_backoff) == [
-        ("func", "<required>"),
-        ("max_retries", 3),
-        ("initial_backoff_ms", 1000),
-        ("max_backoff_ms", 30000),
-        ("retryable_errors", None),
+def spec_shape(text: str) -> List[Tuple[str, str, object]]:
+    """The shape of a signature written as ``(a, b=1)`` (annotations allowed)."""
+    fn = ast.parse(f"def f{text}: pass").body[0]
+    assert isinstance(fn, ast.FunctionDef)
+    args = fn.args
+    positional = args.posonlyargs + args.args
+    defaults: List[object] = ["<required>"] * (len(positional) - len(args.defaults))
+    defaults += [ast.literal_eval(d) for d in args.defaults]
+    out: List[Tuple[str, str, object]] = [
+        (a.arg, "POSITIONAL_ONLY" if a in args.posonlyargs else "POSITIONAL_OR_KEYWORD", d)
+        for a, d in zip(positional, defaults)
     ]
-    assert params(vastar_fast.RuntimeClient) == [("config", None)]
-    client = vastar_fast.RuntimeClient
-    assert params(client.connect) == [("self", "<required>")]
-    assert params(client.close) == [("self", "<required>")]
-    assert params(client.execute_http) == [("self", "<required>"), ("request", "<required>")]
-    assert hasattr(client, "__enter__") and hasattr(client, "__exit__")
-    assert params(vastar_fast.ConnectorException) == [
-        ("message", "<required>"),
-        ("error_class", "<required>"),
-        ("request_id", "<required>"),
-    ]
+    if args.vararg:
+        out.append((args.vararg.arg, "VAR_POSITIONAL", "<required>"))
+    for a, d in zip(args.kwonlyargs, args.kw_defaults):
+        out.append((a.arg, "KEYWORD_ONLY", "<required>" if d is None else ast.literal_eval(d)))
+    if args.kwarg:
+        out.append((args.kwarg.arg, "VAR_KEYWORD", "<required>"))
+    return out
 
 
-def test_static_helpers() -> None:
-    helper = vastar_fast.HTTPResponseHelper
-    for name in ("is_2xx", "is_3xx", "is_4xx", "is_5xx", "get_body_as_json"):
-        assert isinstance(inspect.getattr_static(helper, name), staticmethod)
-        assert params(getattr(helper, name)) == [("response", "<required>")]
-    assert params(helper.get_body_as_string) == [("response", "<required>"), ("encoding", "utf-8")]
-    assert params(helper.get_header) == [("response", "<required>"), ("name", "<required>")]
-    parser = vastar_fast.SSEParser
-    for name, arg in (
-        ("parse_chunk", "chunk"),
-        ("parse_stream", "data"),
-        ("parse_stream_generator", "data"),
-    ):
-        assert isinstance(inspect.getattr_static(parser, name), staticmethod)
-        assert params(getattr(parser, name)) == [(arg, "<required>")]
+def resolve(module: object, dotted: str) -> object:
+    obj = module
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_signature_matches_the_released_api(name: str) -> None:
+    ours = resolve(vastar_fast, name)
+    assert shape(inspect.signature(ours)) == spec_shape(SIGNATURES[name])  # type: ignore[arg-type]
+    if name in STATIC:
+        owner, attr = name.split(".")
+        assert isinstance(inspect.getattr_static(getattr(vastar_fast, owner), attr), staticmethod)
+
+
+API_MD = Path(support.SHARED) / "API.md"
+
+
+@pytest.mark.skipif(not API_MD.is_file(), reason="../shared/API.md is not beside this checkout")
+def test_the_table_above_is_what_api_md_says() -> None:
+    """Every signature API.md writes out agrees with SIGNATURES (so the table cannot drift
+    from the document); names it lists without a signature are still checked above."""
+    text = API_MD.read_text(encoding="utf-8")
+    found = 0
+    for name, expected in SIGNATURES.items():
+        short = name.split(".")[-1]
+        for match in re.finditer(rf"(?<![\w.]){re.escape(short)}(\([^()`]*\))", text):
+            args = match.group(1)
+            try:
+                documented = spec_shape(args)
+            except (SyntaxError, ValueError):
+                continue
+            if "." in name and not name.startswith(("HTTPResponseHelper", "SSEParser")):
+                documented = [("self", "POSITIONAL_OR_KEYWORD", "<required>"), *documented]
+            assert documented == spec_shape(expected), (name, args)
+            found += 1
+            break
+    assert found >= 12
+
+
+RELEASED_SDK = os.environ.get("VASTAR_RELEASED_SDK") or str(
+    Path(support.SHARED) / "peers/sdk-python"
+)
+_DUMP = """
+import inspect, json, sys
+import vastar_connector_sdk as m
+out = {}
+for name in json.loads(sys.argv[1]):
+    obj = m
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    out[name] = [(p.name, p.kind.name, "<required>" if p.default is p.empty else p.default)
+                 for p in inspect.signature(obj).parameters.values()]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(
+    not (Path(RELEASED_SDK) / "vastar_connector_sdk").is_dir(),
+    reason="the released SDK is not available (VASTAR_RELEASED_SDK or ../shared/peers)",
+)
+def test_signatures_match_the_released_sdk_itself() -> None:
+    env = dict(os.environ, PYTHONPATH=RELEASED_SDK)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DUMP, json.dumps(sorted(SIGNATURES))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    released = {k: [tuple(p) for p in v] for k, v in json.loads(proc.stdout).items()}
+    for name in SIGNATURES:
+        assert shape(inspect.signature(resolve(vastar_fast, name))) == released[name], name  # type: ignore[arg-type]
 
 
 def test_connector_exception_behaviour() -> None:

@@ -6,8 +6,9 @@ Cython twins when they are built; :data:`ACCELERATED` says whether they all are.
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING, Any
 
-from .client import AsyncHTTPStream, AsyncRuntimeClient, HealthStatus, HTTPStream, RuntimeClient
+from .client import HealthStatus, HTTPStream, RuntimeClient
 from .errors import ConnectorException, FrameTooLargeError, ProtocolError
 from .protocol import ACCELERATED as _CODEC_ACCELERATED
 from .response_helpers import HTTPResponseHelper
@@ -26,6 +27,9 @@ from .types import (
     MessageType,
     RuntimeConfig,
 )
+
+if TYPE_CHECKING:
+    from .client.aio import AsyncHTTPStream, AsyncRuntimeClient
 
 __version__ = "0.1.0"
 
@@ -57,6 +61,19 @@ __all__ = [
     "SSEParser",
     "retry_with_backoff",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The asyncio client is imported on first use: ``import vastar_fast`` does not
+    import asyncio (tens of milliseconds) for programs that never use it."""
+    if name in ("AsyncHTTPStream", "AsyncRuntimeClient"):
+        from .client import aio
+
+        value = getattr(aio, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # A library never configures logging; it only keeps Python's last-resort handler from
 # printing its records when the application has not configured any.

@@ -1,15 +1,16 @@
-"""AsyncRuntimeClient against the fake runtime: multiplexing, credits, streaming, failures."""
+"""AsyncRuntimeClient specifics (the shared behaviour is in test_behaviour.py):
+multiplexing, credits, the probe, cancellation of tasks and consumers."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import sys
 import threading
 import time
+from typing import Any, List
 
 import pytest
 
-from support import GOLDEN_DIR
 from vastar_fast import (
     AsyncRuntimeClient,
     ConnectorException,
@@ -17,33 +18,17 @@ from vastar_fast import (
     HTTPRequest,
     RuntimeConfig,
 )
-from vastar_fast.protocol.connection import (
-    CancelReceived,
-    HealthCheckReceived,
-    RequestReceived,
-    ServerConnection,
-)
+from vastar_fast.protocol.connection import ServerConnection
 
-from .fake_runtime import FakeRuntime, Peer, ok, request_id
+from .fake_runtime import FakeRuntime, Peer, ok, path_of, request_id, wait_for
 
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-def extended_handler(credits: int, answer) -> object:  # type: ignore[no-untyped-def]
-    """A vastar-fast-like runtime: health + credits, then `answer` for requests."""
-
-    def handler(peer: Peer, event: object) -> None:
-        if isinstance(event, HealthCheckReceived):
-            peer.send(ServerConnection.send_health(True, "ok", 0, credits))
-            peer.send(peer.server.send_credit_update(credits, credits))
-        elif isinstance(event, CancelReceived):
-            pass
-        else:
-            answer(peer, event)
-
-    return handler
+def config(rt: FakeRuntime) -> RuntimeConfig:
+    return RuntimeConfig(socket_path=rt.socket_path)
 
 
 def test_500_concurrent_requests_on_one_connection_answered_out_of_order() -> None:
@@ -57,14 +42,14 @@ def test_500_concurrent_requests_on_one_connection_answered_out_of_order() -> No
                 peer.send(b"".join(ok(e, body=str(request_id(e))) for e in reversed(batch)))
                 batch.clear()
 
-    async def main(path: str) -> list:
-        async with AsyncRuntimeClient(RuntimeConfig(socket_path=path)) as client:
+    async def main(rt: FakeRuntime) -> list:
+        async with AsyncRuntimeClient(config(rt)) as client:
             assert client.credits == 1024
             reqs = [client.execute_http(HTTPRequest("GET", f"http://x/{i}")) for i in range(500)]
             return await asyncio.gather(*reqs)
 
-    with FakeRuntime(extended_handler(1024, answer)) as rt:
-        responses = run(main(rt.socket_path))
+    with FakeRuntime(answer, health="extended", credits=1024) as rt:
+        responses = run(main(rt))
     assert rt.connections == 1
     assert len(responses) == 500
     assert all(r.body == str(r.request_id).encode() for r in responses)
@@ -72,174 +57,265 @@ def test_500_concurrent_requests_on_one_connection_answered_out_of_order() -> No
 
 
 def test_credits_bound_requests_in_flight() -> None:
-    in_flight = {"now": 0, "max": 0}
+    """The runtime holds every request it gets and answers all it holds every 50 ms: a
+    client that ignored its 4 credits would have all 40 held at once."""
+    held: List[Any] = []
+    peak = {"held": 0}
     lock = threading.Lock()
-    held: list = []
+    done = threading.Event()
+    peers: List[Peer] = []
 
     def answer(peer: Peer, event: object) -> None:
         with lock:
-            in_flight["now"] += 1
-            in_flight["max"] = max(in_flight["max"], in_flight["now"])
             held.append(event)
-            if len(held) == 4:  # answer only once the client has used all its credits
-                out = b"".join(ok(e) for e in held)
-                in_flight["now"] -= len(held)
-                held.clear()
-                peer.send(out)
+            peak["held"] = max(peak["held"], len(held))
+            if not peers:
+                peers.append(peer)
 
-    async def main(path: str) -> int:
-        async with AsyncRuntimeClient(RuntimeConfig(socket_path=path)) as client:
+    def flusher() -> None:
+        while not done.is_set():
+            time.sleep(0.05)
+            with lock:
+                out = b"".join(ok(e) for e in held)
+                held.clear()
+            if out and peers:
+                peers[0].send(out)
+
+    async def main(rt: FakeRuntime) -> int:
+        async with AsyncRuntimeClient(config(rt)) as client:
+            assert client.credits == 4
             rs = await asyncio.gather(
                 *(client.execute_http(HTTPRequest("GET", "http://x/")) for _ in range(40))
             )
             return len(rs)
 
-    with FakeRuntime(extended_handler(4, answer)) as rt:
-        assert run(main(rt.socket_path)) == 40
-    assert in_flight["max"] == 4
+    t = threading.Thread(target=flusher, daemon=True)
+    t.start()
+    try:
+        with FakeRuntime(answer, health="extended", credits=4) as rt:
+            assert run(main(rt)) == 40
+    finally:
+        done.set()
+        t.join(5)
+    assert 1 <= peak["held"] <= 4
 
 
 def test_released_runtime_without_health_support() -> None:
-    golden = open(os.path.join(GOLDEN_DIR, "runtime_invalid_flatbuffer_response.bin"), "rb").read()
-
-    def handler(peer: Peer, event: object) -> None:
-        peer.send(golden if isinstance(event, HealthCheckReceived) else ok(event, body="plain"))
-
-    async def main(path: str) -> tuple:
-        async with AsyncRuntimeClient(RuntimeConfig(socket_path=path)) as client:
+    async def main(rt: FakeRuntime) -> tuple:
+        async with AsyncRuntimeClient(config(rt)) as client:
             status = await client.health_check()
             r = await client.execute_http(HTTPRequest("GET", "http://x/"))
             return status, r, client.credits
 
-    with FakeRuntime(handler) as rt:
-        status, resp, credits = run(main(rt.socket_path))
+    with FakeRuntime(lambda peer, event: peer.send(ok(event, body="plain"))) as rt:
+        status, resp, credits = run(main(rt))
     assert status.supported is False
     assert resp.body == b"plain"
     assert credits is None
 
 
-def test_errors_timeouts_and_connection_loss() -> None:
-    def answer(peer: Peer, event: object) -> None:
-        url = event.frame.payload  # type: ignore[attr-defined]
-        if b"/err" in url:
-            peer.send(
-                ServerConnection.send_error(request_id(event), ErrorClass.RATE_LIMITED, "slow down")
-            )
-        elif b"/drop" in url:
-            peer.close()
-        # /hang: never answered
-
-    async def main(path: str) -> None:
-        client = AsyncRuntimeClient(RuntimeConfig(socket_path=path))
-        await client.connect()
-        with pytest.raises(ConnectorException) as info:
-            await client.execute_http(HTTPRequest("GET", "http://x/err"))
-        assert (
-            info.value.error_class == ErrorClass.RATE_LIMITED and info.value.message == "slow down"
-        )
-        start = time.monotonic()
-        with pytest.raises(ConnectorException) as info:
-            await client.execute_http(HTTPRequest("GET", "http://x/hang", timeout_ms=150))
-        assert info.value.error_class == ErrorClass.TIMEOUT
-        assert time.monotonic() - start >= 0.15
-        hanging = asyncio.ensure_future(
-            client.execute_http(HTTPRequest("GET", "http://x/hang", timeout_ms=30_000))
-        )
-        await asyncio.sleep(0.05)
-        with pytest.raises(ConnectorException) as info:
-            await client.execute_http(HTTPRequest("GET", "http://x/drop"))
-        assert info.value.error_class == ErrorClass.TRANSIENT
-        with pytest.raises(ConnectorException) as info2:
-            await hanging  # every waiter learns the connection is gone, no hang
-        assert info2.value.error_class == ErrorClass.TRANSIENT
-        assert not client.connected
-        await client.close()
-
-    with FakeRuntime(extended_handler(64, answer)) as rt:
-        run(main(rt.socket_path))
-
-
-def test_runtime_not_running() -> None:
-    async def main() -> None:
-        client = AsyncRuntimeClient(
-            RuntimeConfig(socket_path=f"/tmp/vastar-none-{os.getpid()}.sock")
-        )
-        with pytest.raises(ConnectorException) as info:
-            await client.execute_http(HTTPRequest("GET", "http://x/"))
-        assert info.value.error_class == ErrorClass.TRANSIENT
-        assert "vastar runtime --socket" in info.value.message
-
-    run(main())
-
-
-def test_async_streaming_incremental_buffered_and_cancel() -> None:
-    cancels: list = []
-    release = threading.Event()
+def _held_stream_handler(release: threading.Event) -> Any:
+    """Streams one chunk, then holds the rest until released; a cancelled request gets
+    the runtime's terminal "cancelled by client" answer."""
 
     def handler(peer: Peer, event: object) -> None:
-        if isinstance(event, HealthCheckReceived):
-            peer.send(ServerConnection.send_health(True, "ok", 0, 16))
-            return
-        if isinstance(event, CancelReceived):
-            cancels.append(event.request_id)
-            return
-        assert isinstance(event, RequestReceived)
         rid = request_id(event)
-        if b"buffered" in event.frame.payload:
-            body = 'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
-            peer.send(
-                ServerConnection.send_http_response(
-                    rid, 200, {"content-type": "text/event-stream"}, body, True, 3
-                )
-            )
+        if path_of(event) == "plain":
+            peer.send(ok(event, body="plain"))
             return
+        peer.send(ServerConnection.send_stream_start(rid, 200, {}, True))
+        peer.send(
+            ServerConnection.send_stream_chunk(
+                rid, b'data: {"choices":[{"delta":{"content":"A"}}]}\n\n'
+            )
+        )
 
-        def run_stream() -> None:
+        def rest() -> None:
+            release.wait(20)
+            peer.send(ServerConnection.send_http_response(rid, 200, {}, "", True, 1))
+
+        threading.Thread(target=rest, daemon=True).start()
+
+    return handler
+
+
+class _CancelAnswers(FakeRuntime):
+    """Answers a CancelRequest like vastar-fast's runtime: the terminal answer follows."""
+
+    def _dispatch(self, peer: Peer, event: Any) -> None:
+        from vastar_fast.protocol.connection import CancelReceived
+
+        super()._dispatch(peer, event)
+        if isinstance(event, CancelReceived):
             peer.send(
-                ServerConnection.send_stream_start(
-                    rid, 200, {"content-type": "text/event-stream"}, True
+                ServerConnection.send_error(
+                    event.request_id, ErrorClass.PERMANENT, "cancelled by client"
                 )
             )
-            peer.send(
-                ServerConnection.send_stream_chunk(
-                    rid, b'data: {"choices":[{"delta":{"content":"A"}}]}\n\n'
-                )
-            )
-            release.wait(5)
-            peer.send(
-                ServerConnection.send_stream_chunk(
-                    rid, b'data: {"choices":[{"delta":{"content":"B"}}]}\n\ndata: [DONE]\n\n'
-                )
-            )
-            peer.send(ServerConnection.send_http_response(rid, 200, {}, "", True, 11))
 
-        threading.Thread(target=run_stream, daemon=True).start()
 
-    async def main(path: str) -> None:
-        async with AsyncRuntimeClient(RuntimeConfig(socket_path=path)) as client:
-            async with client.stream_http(HTTPRequest("POST", "http://x/s", body="{}")) as resp:
-                assert resp.status_code == 200 and resp.streamed
-                deltas = resp.iter_deltas()
-                assert await deltas.__anext__() == "A"  # before the rest exists
-                release.set()
-                assert [d async for d in deltas] == ["B"]
-            assert resp.duration_us == 11
-            async with client.stream_http(
-                HTTPRequest("POST", "http://x/buffered", body="{}")
-            ) as resp2:
-                assert not resp2.streamed
-                assert [d async for d in resp2.iter_deltas()] == ["x"]
-            release.clear()
-            async with client.stream_http(HTTPRequest("POST", "http://x/s", body="{}")) as resp3:
-                async for _chunk in resp3:
-                    break
-            deadline = time.monotonic() + 5
-            while resp3.request_id not in cancels and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            assert cancels == [resp3.request_id]
+@pytest.mark.parametrize("how", ["task.cancel", "wait_for", "timeout"])
+def test_a_cancelled_consumer_sends_cancel_request_and_frees_its_credit(how: str) -> None:
+    """One credit: the next request can only run once the cancelled stream's credit is
+    back, i.e. once the runtime has answered the CancelRequest."""
+    if how == "timeout" and sys.version_info < (3, 11):
+        pytest.skip("asyncio.timeout is new in Python 3.11")
+    release = threading.Event()
+
+    async def consume(client: AsyncRuntimeClient, got: list) -> None:
+        async with client.stream_http(HTTPRequest("POST", "http://x/s", body="{}")) as s:
+            async for delta in s.iter_deltas():
+                got.append(delta)
+
+    async def main(rt: FakeRuntime) -> None:
+        async with AsyncRuntimeClient(config(rt)) as client:
+            assert client.credits == 1
+            got: list = []
+            if how == "task.cancel":
+                task = asyncio.ensure_future(consume(client, got))
+                while not got:
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            elif how == "wait_for":
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(consume(client, got), 0.3)
+            else:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.3):  # type: ignore[attr-defined]
+                        await consume(client, got)
+            assert got == ["A"]
+            (streamed,) = rt.requests()
+            assert await asyncio.to_thread(
+                wait_for, lambda: rt.cancels() == [streamed.frame.request_id]
+            )
+            # the credit is free again: this would wait forever otherwise
+            r = await asyncio.wait_for(
+                client.execute_http(HTTPRequest("GET", "http://x/plain")), 10
+            )
+            assert r.body == b"plain"
+
+    with _CancelAnswers(_held_stream_handler(release), health="extended", credits=1) as rt:
+        try:
+            run(main(rt))
+        finally:
             release.set()
-            r = await client.execute_http(HTTPRequest("POST", "http://x/buffered", body="{}"))
-            assert r.status_code == 200
 
-    with FakeRuntime(handler) as rt:
-        run(main(rt.socket_path))
+
+def test_a_cancelled_execute_http_sends_cancel_request() -> None:
+    async def main(rt: FakeRuntime) -> None:
+        async with AsyncRuntimeClient(config(rt)) as client:
+            task = asyncio.ensure_future(
+                client.execute_http(HTTPRequest("GET", "http://x/hang", timeout_ms=30_000))
+            )
+            await asyncio.to_thread(wait_for, lambda: len(rt.requests()) == 1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            rid = rt.requests()[0].frame.request_id
+            assert await asyncio.to_thread(wait_for, lambda: rt.cancels() == [rid])
+            r = await client.execute_http(HTTPRequest("GET", "http://x/plain"))
+            assert r.body == b"plain"
+
+    def handler(peer: Peer, event: object) -> None:
+        if path_of(event) == "plain":
+            peer.send(ok(event, body="plain"))
+
+    with _CancelAnswers(handler, health="extended", credits=1) as rt:
+        run(main(rt))
+
+
+def test_async_with_exits_cleanly_when_the_task_is_cancelled() -> None:
+    release = threading.Event()
+    state: dict = {}
+
+    async def body(rt: FakeRuntime) -> None:
+        async with AsyncRuntimeClient(config(rt)) as client:
+            state["client"] = client
+            async with client.stream_http(HTTPRequest("POST", "http://x/s", body="{}")) as s:
+                state["stream"] = s
+                async for _chunk in s:
+                    state["chunk"] = True
+
+    async def main(rt: FakeRuntime) -> None:
+        task = asyncio.ensure_future(body(rt))
+        while "chunk" not in state:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):  # nothing else escapes the exits
+            await task
+        assert not state["client"].connected
+        rid = state["stream"].request_id
+        assert await asyncio.to_thread(wait_for, lambda: rt.cancels() == [rid])
+
+    with _CancelAnswers(_held_stream_handler(release), health="extended") as rt:
+        try:
+            run(main(rt))
+        finally:
+            release.set()
+
+
+def test_cancelled_during_connect_leaves_no_connection_open() -> None:
+    """``async with`` cancelled while the probe waits: the connection is closed again."""
+    got_health = threading.Event()
+
+    def handler(peer: Peer, event: object) -> None:
+        got_health.set()  # never answers the probe
+
+    async def main(rt: FakeRuntime) -> None:
+        client = AsyncRuntimeClient(config(rt))
+
+        async def enter() -> None:
+            async with client:
+                pass
+
+        task = asyncio.ensure_future(enter())
+        await asyncio.to_thread(got_health.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not client.connected
+        assert client._protocol is None
+
+    with FakeRuntime(handler, health=None) as rt:
+        run(main(rt))
+        peer = rt.peers[0]
+        assert wait_for(lambda: peer.sock.fileno() == -1)  # the fake saw the connection end
+
+
+def test_stream_and_execute_on_a_closed_client_reconnect() -> None:
+    async def main(rt: FakeRuntime) -> None:
+        client = AsyncRuntimeClient(config(rt), probe=False)
+        assert (await client.execute_http(HTTPRequest("GET", "http://x/"))).status_code == 200
+        await client.close()
+        await client.close()
+        assert not client.connected
+        assert (await client.execute_http(HTTPRequest("GET", "http://x/"))).status_code == 200
+        await client.close()
+
+    with FakeRuntime(lambda peer, event: peer.send(ok(event))) as rt:
+        run(main(rt))
+    assert rt.connections == 2
+
+
+def test_closing_fails_every_waiter_at_once() -> None:
+    async def main(rt: FakeRuntime) -> None:
+        client = AsyncRuntimeClient(config(rt), probe=False)
+        await client.connect()
+        calls = [
+            asyncio.ensure_future(
+                client.execute_http(HTTPRequest("GET", "http://x/", timeout_ms=30_000))
+            )
+            for _ in range(4)
+        ]
+        await asyncio.to_thread(wait_for, lambda: len(rt.requests()) == 4)
+        await client.close()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(
+            isinstance(r, ConnectorException) and r.error_class == ErrorClass.TRANSIENT
+            for r in results
+        )
+
+    with FakeRuntime(lambda peer, event: None) as rt:
+        run(main(rt))

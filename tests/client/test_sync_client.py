@@ -1,12 +1,12 @@
-"""RuntimeClient against a fake runtime speaking real frames over a real Unix socket."""
+"""RuntimeClient specifics (the shared behaviour is in test_behaviour.py): endpoints,
+transports, logging, the golden answer, interruption, and the channel's own API."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import signal
 import socket
-import struct
 import threading
 import time
 
@@ -22,289 +22,45 @@ from vastar_fast import (
     RuntimeConfig,
 )
 from vastar_fast.client.endpoint import Endpoint, resolve_endpoint
-from vastar_fast.protocol import codec
-from vastar_fast.protocol.connection import (
-    CancelReceived,
-    HealthCheckReceived,
-    RequestReceived,
-    ServerConnection,
-)
+from vastar_fast.protocol.connection import RequestReceived, ServerConnection
 
-from .fake_runtime import FakeRuntime, Peer, ok, request_id
+from .fake_runtime import FakeRuntime, Peer, ok, path_of, request_id, wait_for
 
 
 def client_for(rt: FakeRuntime, **kw: object) -> RuntimeClient:
     return RuntimeClient(RuntimeConfig(socket_path=rt.socket_path, **kw))  # type: ignore[arg-type]
 
 
-def test_success_round_trip_carries_every_field() -> None:
-    seen = []
-
-    def handler(peer: Peer, event: object) -> None:
-        seen.append(event)
-        peer.send(ok(event, body="héllo ✓", headers={"content-type": "text/plain", "x-a": "1"}))
-
-    with FakeRuntime(handler) as rt, client_for(rt, tenant_id="t1", workspace_id="w1") as client:
-        before = int(time.time() * 1000)
-        resp = client.execute_http(
-            HTTPRequest(
-                method="post",
-                url="http://example.test/x",
-                headers={"Content-Type": "application/json"},
-                body=b'{"a": 1}',
-                timeout_ms=5000,
-                trace_id="tr-1",
-            )
-        )
-    assert resp.status_code == 200
-    assert resp.body == "héllo ✓".encode()
-    assert resp.headers == {"content-type": "text/plain", "x-a": "1"}
-    assert resp.duration_us == 42
-    assert resp.error_class == ErrorClass.SUCCESS and resp.error_message is None
-    assert HTTPResponseHelper.get_header(resp, "X-A") == "1"
-    (event,) = seen
-    frame = event.frame
-    assert resp.request_id == frame.request_id
-    assert (frame.tenant_id, frame.workspace_id, frame.trace_id) == ("t1", "w1", "tr-1")
-    assert (frame.connector_name, frame.operation) == ("http", "request")
-    assert before + 5000 <= frame.deadline_at_ms <= int(time.time() * 1000) + 5000
-    assert json.loads(frame.payload) == {
-        "method": "POST",
-        "url": "http://example.test/x",
-        "headers": {"Content-Type": "application/json"},
-        "body": '{"a": 1}',
-    }
-    assert frame.headers == []  # no opt-in for a plain execute_http
-
-
-def test_request_ids_count_up_from_the_clock() -> None:
-    ids = []
-
-    def handler(peer: Peer, event: object) -> None:
-        ids.append(request_id(event))
-        peer.send(ok(event))
-
-    now = int(time.time() * 1000)
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        for _ in range(3):
-            client.execute_http(HTTPRequest("GET", "http://x/"))
-    assert ids == [ids[0], ids[0] + 1, ids[0] + 2]
-    assert now - 1000 <= ids[0] <= now + 60_000
-
-
-@pytest.mark.parametrize("error_class", [c for c in ErrorClass if c != ErrorClass.SUCCESS])
-def test_each_error_class_raises_with_the_runtime_message(error_class: ErrorClass) -> None:
-    def handler(peer: Peer, event: object) -> None:
-        peer.send(
-            ServerConnection.send_error(request_id(event), error_class, f"boom {error_class.name}")
-        )
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with pytest.raises(ConnectorException) as info:
-            client.execute_http(HTTPRequest("GET", "http://x/"))
-    exc = info.value
-    assert exc.error_class == error_class
-    assert exc.message == f"boom {error_class.name}"
-    assert exc.request_id > 0
-    assert exc.is_retryable() == (
-        error_class in (ErrorClass.TRANSIENT, ErrorClass.RATE_LIMITED, ErrorClass.TIMEOUT)
-    )
-
-
-@pytest.mark.parametrize(
-    "payload, fragment",
-    [
-        (b"", "empty payload"),
-        (b"not json", "could not be read"),
-        (b'{"headers": {}}', "status_code"),
-    ],
-)
-def test_unusable_success_payload_is_permanent(payload: bytes, fragment: str) -> None:
-    def handler(peer: Peer, event: object) -> None:
-        peer.send(ServerConnection.send_response(request_id(event), 0, None, payload, 1))
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with pytest.raises(ConnectorException) as info:
-            client.execute_http(HTTPRequest("GET", "http://x/"))
-    assert info.value.error_class == ErrorClass.PERMANENT
-    assert fragment in info.value.message
-
-
-def test_out_of_order_responses_reach_their_callers() -> None:
-    """Two threads share one client; the runtime answers the second request first."""
-    held: list = []
-    lock = threading.Lock()
-
-    def handler(peer: Peer, event: object) -> None:
-        with lock:
-            held.append(event)
-            if len(held) == 2:
-                first, second = held
-                peer.send(
-                    ok(second, body=f"for {request_id(second)}")
-                    + ok(first, body=f"for {request_id(first)}")
-                )
-
-    results: dict = {}
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-
-        def call(name: str) -> None:
-            resp = client.execute_http(HTTPRequest("GET", f"http://x/{name}", timeout_ms=10_000))
-            results[name] = resp
-
-        threads = [threading.Thread(target=call, args=(n,)) for n in ("a", "b")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(15)
-    assert set(results) == {"a", "b"}
-    for resp in results.values():
-        assert resp.body == f"for {resp.request_id}".encode()
-    assert results["a"].request_id != results["b"].request_id
-
-
-def test_response_for_another_request_is_kept_not_dropped() -> None:
-    """A single thread: an answer for request 2 arriving while 1 is awaited is filed."""
-    frames: list = []
-
-    def handler(peer: Peer, event: object) -> None:
-        frames.append(event)
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        rid1, _ = client._send_http(HTTPRequest("GET", "http://x/1"), stream=False)
-        rid2, _ = client._send_http(HTTPRequest("GET", "http://x/2"), stream=False)
-        deadline = time.monotonic() + 5
-        while len(frames) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        peer_sock = None
-        # answer 2 then 1 through a fresh ServerConnection encoding
-        data = ServerConnection.send_http_response(
-            rid2, 200, {}, "two", False, 1
-        ) + ServerConnection.send_http_response(rid1, 200, {}, "one", False, 1)
-        # the fake's peer socket is the only accepted connection
-        assert rt.connections == 1
-        peer_sock = _only_peer(rt)
-        peer_sock.sendall(data)
-        first = client._next_event(rid1, time.monotonic() + 5)
-        second = client._next_event(rid2, time.monotonic() + 5)
-    assert (first.request_id, first.payload) == (
-        rid1,
-        codec.encode_http_response_payload(200, {}, "one", False),
-    )
-    assert second.request_id == rid2
-
-
-def _only_peer(rt: FakeRuntime) -> socket.socket:
-    return rt._peers[0].sock  # type: ignore[attr-defined]
-
-
-def test_runtime_that_closes_mid_response_gives_transient_then_reconnects() -> None:
-    calls = []
-
-    def handler(peer: Peer, event: object) -> None:
-        calls.append(event)
-        if len(calls) == 1:
-            frame = ok(event)
-            peer.send(frame[: len(frame) // 2])
-            peer.close()
-        else:
-            peer.send(ok(event, body="second"))
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with pytest.raises(ConnectorException) as info:
-            client.execute_http(HTTPRequest("GET", "http://x/", timeout_ms=10_000))
-        assert info.value.error_class == ErrorClass.TRANSIENT
-        assert "closed the connection" in info.value.message
-        assert not client.connected
-        resp = client.execute_http(HTTPRequest("GET", "http://x/"))  # reconnects by itself
-        assert resp.body == b"second"
-        assert rt.connections == 2
-
-
-def test_runtime_that_never_answers_times_out_on_the_client() -> None:
+def test_an_answer_for_another_request_is_kept_for_its_caller() -> None:
+    """One thread, two requests: the answer to the second arrives first and is filed
+    for it while the first is awaited."""
     with FakeRuntime(lambda peer, event: None) as rt, client_for(rt) as client:
-        start = time.monotonic()
-        with pytest.raises(ConnectorException) as info:
-            client.execute_http(HTTPRequest("GET", "http://x/", timeout_ms=200))
-        waited = time.monotonic() - start
-    assert info.value.error_class == ErrorClass.TIMEOUT
-    assert "client-side timeout" in info.value.message
-    assert 0.2 <= waited < 10
-
-
-def test_late_answer_after_a_client_timeout_is_dropped() -> None:
-    pending: list = []
-
-    def handler(peer: Peer, event: object) -> None:
-        pending.append((peer, event))
-        if len(pending) == 2:  # answer the stale request first, then the live one
-            (p1, e1), (_p2, e2) = pending
-            p1.send(ok(e1, body="stale") + ok(e2, body="fresh"))
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with pytest.raises(ConnectorException):
-            client.execute_http(HTTPRequest("GET", "http://x/", timeout_ms=100))
-        resp = client.execute_http(HTTPRequest("GET", "http://x/", timeout_ms=5000))
-    assert resp.body == b"fresh"
-
-
-def test_oversized_frame_is_permanent_and_closes_the_connection() -> None:
-    def handler(peer: Peer, event: object) -> None:
-        peer.send(struct.pack(">IB", 10 * 1024 * 1024 + 1, 1) + b"\0" * 64)
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with pytest.raises(ConnectorException) as info:
-            client.execute_http(HTTPRequest("GET", "http://x/", timeout_ms=5000))
-        assert info.value.error_class == ErrorClass.PERMANENT
-        assert "oversized" in info.value.message
-        assert not client.connected
-
-
-def test_invalid_frame_from_runtime_is_permanent() -> None:
-    def handler(peer: Peer, event: object) -> None:
-        peer.send(codec.encode_frame(1, b"\x01\x02\x03"))
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with pytest.raises(ConnectorException) as info:
-            client.execute_http(HTTPRequest("GET", "http://x/", timeout_ms=5000))
-    assert info.value.error_class == ErrorClass.PERMANENT
-
-
-def test_released_runtime_invalid_message_with_request_id_zero_reaches_the_caller() -> None:
-    golden = open(os.path.join(GOLDEN_DIR, "runtime_invalid_flatbuffer_response.bin"), "rb").read()
-
-    with FakeRuntime(lambda peer, event: peer.send(golden)) as rt, client_for(rt) as client:
-        with pytest.raises(ConnectorException) as info:
-            client.execute_http(HTTPRequest("GET", "http://x/", timeout_ms=5000))
-    assert info.value.error_class == ErrorClass.INVALID_REQUEST
-    assert info.value.message == "Invalid FlatBuffers message"
+        channel = client._channel
+        assert channel is not None
+        one = channel.start(HTTPRequest("GET", "http://x/1"))
+        two = channel.start(HTTPRequest("GET", "http://x/2"))
+        assert wait_for(lambda: len(rt.requests()) == 2)
+        rt.peers[0].send(
+            ServerConnection.send_http_response(two.request_id, 200, {}, "two", False, 1)
+            + ServerConnection.send_http_response(one.request_id, 200, {}, "one", False, 1)
+        )
+        first = channel.conn.response(channel.next_event(one))
+        second = channel.conn.response(channel.next_event(two))
+    assert (first.request_id, first.body) == (one.request_id, b"one")
+    assert (second.request_id, second.body) == (two.request_id, b"two")
 
 
 def test_golden_runtime_answer_decodes_to_the_released_shape() -> None:
     golden = open(os.path.join(GOLDEN_DIR, "runtime_get_200_response.bin"), "rb").read()
-    from vastar_fast.protocol.connection import ClientConnection
-
     with FakeRuntime(lambda peer, event: peer.send(golden)) as rt:
         client = client_for(rt)
-        client._conn = ClientConnection(request_id_seed=1795280070375)
+        client._next_id = 1795280070375  # the request id the golden answer carries
         with client:
             resp = client.execute_http(HTTPRequest("GET", "http://127.0.0.1:8088/small"))
     assert resp.request_id == 1795280070375
     assert (resp.status_code, resp.body, resp.duration_us) == (200, b"hello, world!", 457)
     assert resp.headers["server"] == "nginx/1.22.1"
     assert HTTPResponseHelper.get_header(resp, "ETag") == '"6b01cc32-d"'
-
-
-def test_runtime_not_running_says_where_and_how() -> None:
-    path = f"/tmp/vastar-test-nothing-here-{os.getpid()}.sock"
-    client = RuntimeClient(RuntimeConfig(socket_path=path))
-    with pytest.raises(ConnectorException) as info:
-        client.connect()
-    assert info.value.error_class == ErrorClass.TRANSIENT
-    assert path in info.value.message and "vastar runtime" in info.value.message
-    with pytest.raises(ConnectorException) as info2:  # execute_http connects first
-        client.execute_http(HTTPRequest("GET", "http://x/"))
-    assert info2.value.error_class == ErrorClass.TRANSIENT
 
 
 def test_tcp_runtime_not_running_names_the_port() -> None:
@@ -371,37 +127,44 @@ def test_connect_is_idempotent_and_close_is_safe_twice() -> None:
         client = client_for(rt)
         client.connect()
         client.connect()
-        assert rt_wait(lambda: rt.connections == 1)
+        assert wait_for(lambda: rt.connections == 1)
         client.close()
         client.close()
         assert not client.connected
+        # a closed client connects again when used, like the released one
+        assert client.execute_http(HTTPRequest("GET", "http://x/")).status_code == 200
+        assert rt.connections == 2
+        client.close()
 
 
-def rt_wait(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+def test_a_subclass_that_overrides_execute_http_keeps_its_override() -> None:
+    class Counting(RuntimeClient):
+        calls = 0
+
+        def execute_http(self, request):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            return super().execute_http(request)
+
+    with FakeRuntime(lambda peer, event: peer.send(ok(event))) as rt:
+        with Counting(RuntimeConfig(socket_path=rt.socket_path)) as client:
+            client.execute_http(HTTPRequest("GET", "http://x/"))
+            client.execute_http(HTTPRequest("GET", "http://x/"))
+    assert Counting.calls == 2
 
 
-def test_invalid_requests_fail_before_sending() -> None:
-    with FakeRuntime(lambda peer, event: peer.send(ok(event))) as rt, client_for(rt) as client:
-        with pytest.raises(ConnectorException) as info:
-            client.execute_http(HTTPRequest("POST", "http://x/", body=b"\xff\xfe"))
-        assert info.value.error_class == ErrorClass.INVALID_REQUEST
-        assert "UTF-8" in info.value.message
-        with pytest.raises(TypeError):
-            client.execute_http(HTTPRequest("GET", "http://x/", headers={"X": 1}))  # type: ignore[dict-item]
-        assert (
-            client.execute_http(HTTPRequest("POST", "http://x/", body="ünïcode str")).status_code
-            == 200
-        )
-    bodies = [
-        json.loads(e.frame.payload).get("body") for e in rt.events if isinstance(e, RequestReceived)
-    ]
-    assert bodies == ["ünïcode str"]
+def test_request_ids_keep_counting_across_reconnects() -> None:
+    def handler(peer: Peer, event: object) -> None:
+        if path_of(event) == "drop":
+            peer.close()
+        else:
+            peer.send(ok(event))
+
+    with FakeRuntime(handler) as rt, client_for(rt) as client:
+        first = client.execute_http(HTTPRequest("GET", "http://x/a")).request_id
+        with pytest.raises(ConnectorException):
+            client.execute_http(HTTPRequest("GET", "http://x/drop"))
+        after = client.execute_http(HTTPRequest("GET", "http://x/b")).request_id
+    assert after == first + 2
 
 
 def test_no_stdout_and_logging_only(
@@ -412,144 +175,97 @@ def test_no_stdout_and_logging_only(
         client.execute_http(
             HTTPRequest("GET", "http://x/", headers={"Authorization": "Bearer sk-secret"})
         )
+        with pytest.raises(ConnectorException):
+            client.execute_http(
+                HTTPRequest(
+                    "POST", "http://x/", headers={"Authorization": "sk-secret"}, body=b"\xff"
+                )
+            )
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""
     assert any("connected" in r.getMessage() for r in caplog.records)
     assert not any("sk-secret" in r.getMessage() for r in caplog.records)
 
 
-def test_health_check_extended_and_released_runtimes() -> None:
-    def extended(peer: Peer, event: object) -> None:
-        if isinstance(event, HealthCheckReceived):
-            peer.send(ServerConnection.send_health(True, "ok", 3, 1000))
-
-    with FakeRuntime(extended) as rt, client_for(rt) as client:
-        status = client.health_check()
-    assert (
-        status.healthy,
-        status.message,
-        status.active_requests,
-        status.available_credits,
-        status.supported,
-    ) == (
-        True,
-        "ok",
-        3,
-        1000,
-        True,
-    )
-
-    golden = open(os.path.join(GOLDEN_DIR, "runtime_invalid_flatbuffer_response.bin"), "rb").read()
-    with FakeRuntime(lambda peer, event: peer.send(golden)) as rt, client_for(rt) as client:
-        status = client.health_check()
-    assert status.supported is False and status.healthy is True
+def _interrupt_main_soon(after: float) -> None:
+    """A real SIGINT to the main thread (Ctrl-C), which interrupts a blocking call."""
+    main = threading.main_thread().ident
+    assert main is not None and threading.current_thread() is threading.main_thread()
+    threading.Timer(after, signal.pthread_kill, args=(main, signal.SIGINT)).start()
 
 
-def test_stream_http_incremental_and_cancel() -> None:
-    cancels: list = []
-    gate = threading.Event()
+def test_an_interrupted_call_cancels_its_request_and_leaves_the_client_usable() -> None:
+    """KeyboardInterrupt while waiting (the sync analog of a cancelled task): the
+    request is given up and cancelled at the runtime; the client keeps working."""
 
     def handler(peer: Peer, event: object) -> None:
-        if isinstance(event, CancelReceived):
-            cancels.append(event.request_id)
-            return
-        rid = request_id(event)
-        assert event.extensions == frozenset({"stream"})
+        if path_of(event) != "hang":
+            peer.send(ok(event, body=path_of(event)))
 
-        def run() -> None:
-            peer.send(
-                ServerConnection.send_stream_start(
-                    rid, 200, {"content-type": "text/event-stream"}, True
-                )
-            )
-            peer.send(
-                ServerConnection.send_stream_chunk(
-                    rid, b'data: {"choices":[{"delta":{"content":"He"}}]}\n'
-                )
-            )
-            gate.wait(5)  # the client must see the first delta before the rest exists
-            peer.send(
-                ServerConnection.send_stream_chunk(
-                    rid, b'\ndata: {"choices":[{"delta":{"content":"llo"}}]}\n\ndata: [DONE]\n\n'
-                )
-            )
-            peer.send(
-                ServerConnection.send_http_response(
-                    rid, 200, {"content-type": "text/event-stream"}, "", True, 7
-                )
-            )
-
-        threading.Thread(target=run, daemon=True).start()
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with client.stream_http(
-            HTTPRequest("POST", "http://x/v1/chat/completions", body="{}")
-        ) as stream:
-            assert stream.status_code == 200 and stream.streamed
-            assert stream.headers["content-type"] == "text/event-stream"
-            deltas = stream.iter_deltas()
-            assert next(deltas) == "He"
-            gate.set()
-            assert list(deltas) == ["llo"]
-        assert stream.duration_us == 7
-        # early close cancels at the runtime
-        gate.clear()
-        with client.stream_http(HTTPRequest("POST", "http://x/", body="{}")) as stream2:
-            first = next(iter(stream2))
-            assert first.startswith(b"data:")
-        assert rt_wait(lambda: cancels == [stream2.request_id])
-        gate.set()
-        # the connection is still usable afterwards; the cancelled request's frames are dropped
-        with client.stream_http(HTTPRequest("POST", "http://x/", body="{}")) as stream3:
-            gate.set()
-            body = stream3.read()
-    assert body.endswith(b"data: [DONE]\n\n")
+    with FakeRuntime(handler, health="extended") as rt, client_for(rt) as client:
+        assert client.health_check().supported
+        _interrupt_main_soon(0.3)
+        with pytest.raises(KeyboardInterrupt):
+            client.execute_http(HTTPRequest("GET", "http://x/hang", timeout_ms=20_000))
+        (hung,) = [e for e in rt.requests() if path_of(e) == "hang"]
+        assert wait_for(lambda: rt.cancels() == [hung.frame.request_id])
+        assert client.execute_http(HTTPRequest("GET", "http://x/after")).body == b"after"
 
 
-def test_stream_http_against_a_buffering_runtime_delivers_one_piece() -> None:
-    sse = 'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"delta":{"content":"b"}}]}\n\ndata: [DONE]\n\n'
-
-    def handler(peer: Peer, event: object) -> None:  # ignores the opt-in, like the released runtime
-        peer.send(
-            ServerConnection.send_http_response(
-                request_id(event), 200, {"content-type": "text/event-stream"}, sse, True, 9
-            )
-        )
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with client.stream_http(HTTPRequest("POST", "http://x/", body="{}")) as stream:
-            assert not stream.streamed
-            assert stream.status_code == 200
-            assert list(stream.iter_deltas()) == ["a", "b"]
-        with client.stream_http(HTTPRequest("POST", "http://x/", body="{}")) as stream:
-            assert list(stream) == [sse.encode()]
-
-
-def test_stream_http_error_before_start_raises() -> None:
-    def handler(peer: Peer, event: object) -> None:
-        peer.send(
-            ServerConnection.send_error(request_id(event), ErrorClass.TRANSIENT, "connect refused")
-        )
-
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with pytest.raises(ConnectorException) as info:
-            client.stream_http(HTTPRequest("GET", "http://x/"))
-    assert info.value.error_class == ErrorClass.TRANSIENT
-
-
-def test_stream_http_error_mid_stream_raises_while_iterating() -> None:
+def test_an_interrupted_stream_cancels_its_request() -> None:
     def handler(peer: Peer, event: object) -> None:
         rid = request_id(event)
         peer.send(ServerConnection.send_stream_start(rid, 200, {}, True))
-        peer.send(ServerConnection.send_stream_chunk(rid, b"data: partial"))
-        peer.send(
-            ServerConnection.send_error(rid, ErrorClass.TRANSIENT, "upstream closed the stream")
-        )
+        peer.send(ServerConnection.send_stream_chunk(rid, b"data: one\n\n"))
 
-    with FakeRuntime(handler) as rt, client_for(rt) as client:
-        with client.stream_http(HTTPRequest("GET", "http://x/")) as stream:
-            chunks = iter(stream)
-            assert next(chunks) == b"data: partial"
-            with pytest.raises(ConnectorException) as info:
-                next(chunks)
-    assert "upstream closed" in info.value.message
+    with FakeRuntime(handler, health="extended") as rt, client_for(rt) as client:
+        stream = client.stream_http(HTTPRequest("GET", "http://x/s", timeout_ms=20_000))
+        chunks = iter(stream)
+        assert next(chunks) == b"data: one\n\n"
+        _interrupt_main_soon(0.3)
+        with pytest.raises(KeyboardInterrupt):
+            next(chunks)
+        assert wait_for(lambda: rt.cancels() == [stream.request_id])
+        stream.close()
+    assert len([e for e in rt.events if isinstance(e, RequestReceived)]) == 1
+
+
+def test_close_from_another_thread_wakes_every_waiter() -> None:
+    with FakeRuntime(lambda peer, event: None) as rt:
+        client = client_for(rt)
+        results: list = []
+
+        def call() -> None:
+            try:
+                client.execute_http(HTTPRequest("GET", "http://x/", timeout_ms=30_000))
+            except ConnectorException as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for t in threads:
+            t.start()
+        assert wait_for(lambda: len(rt.requests()) == 4)
+        start = time.monotonic()
+        client.close()
+        for t in threads:
+            t.join(10)
+        assert time.monotonic() - start < 5
+    assert [e.error_class for e in results] == [ErrorClass.TRANSIENT] * 4
+    assert all("client was closed" in e.message for e in results)
+
+
+def test_a_dropped_client_closes_its_socket_at_once() -> None:
+    """No reference cycle between the client and its channel: without the garbage
+    collector, dropping the last reference closes the connection."""
+    import gc
+
+    with FakeRuntime(lambda peer, event: peer.send(ok(event))) as rt:
+        client = client_for(rt)
+        client.execute_http(HTTPRequest("GET", "http://x/"))
+        peer = rt.peers[0]
+        gc.disable()
+        try:
+            del client
+            assert wait_for(lambda: peer.sock.fileno() == -1)  # the fake saw EOF
+        finally:
+            gc.enable()

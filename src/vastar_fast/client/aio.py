@@ -1,9 +1,12 @@
-"""``AsyncRuntimeClient``: the asyncio driver of the same sans-I/O core.
+"""``AsyncRuntimeClient``: the asyncio driver of the client core.
 
-Many requests are multiplexed on one connection: each waits on its own future (or
-queue, when streaming) and the protocol object files every received event there. When
-the runtime announces credits (vastar-fast runtimes do, on an extended connection),
-requests beyond them wait for a free slot instead of being refused.
+Many requests are multiplexed on one connection. The receive path goes straight from
+the event loop into the core (``ClientConnection.get_buffer`` / ``received``, compiled
+when the twins are built), which hands every event to its :class:`Waiter` and wakes the
+coroutine awaiting it. What stays here is I/O scheduling: writing frames, waiting out
+backpressure, and the runtime's credits: when it announces them (vastar-fast runtimes
+do, on an extended connection), requests beyond them wait for a free slot instead of
+being refused.
 """
 
 from __future__ import annotations
@@ -12,91 +15,96 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, AsyncIterator, Deque, Dict, Optional, Type, Union
+from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, Deque, List, Optional, Set, Type
 
-from ..errors import ConnectorException, FrameTooLargeError, ProtocolError
-from ..protocol.connection import (
-    ClientConnection,
-    CreditsUpdated,
-    Event,
-    HealthReceived,
-    ResponseReceived,
-    StreamDataReceived,
-    StreamStarted,
-)
+from ..errors import ConnectorException
+from ..protocol import client_core
+from ..protocol import client_policy as policy
+from ..protocol.events import CreditsUpdated, Event, ResponseReceived
 from ..types import ErrorClass, HTTPRequest, HTTPResponse, RuntimeConfig
-from .endpoint import Endpoint, resolve_endpoint
-from .results import (
-    HealthStatus,
-    StreamState,
-    health_from_event,
-    invalid_request,
-    response_from_event,
-    response_timeout_s,
-)
+from .endpoint import Endpoint, connect_error, resolve_endpoint
+from .results import HealthStatus, StreamState, health_from_event
+
+if TYPE_CHECKING:
+    from ..protocol.client_core import ClientConnection, Waiter
 
 __all__ = ["AsyncHTTPStream", "AsyncRuntimeClient"]
 
 log = logging.getLogger("vastar_fast.client")
 
-_HEALTH_KEY = -1
-_Waiter = Union["asyncio.Future[Event]", "asyncio.Queue[Any]"]
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Slots:
+    """Requests in flight on one connection, held against the runtime's credits.
+
+    A request holds its slot until the runtime has answered it: one that its caller
+    abandoned keeps the slot until its terminal answer arrives, because until then the
+    runtime still counts it.
+    """
+
+    __slots__ = ("abandoned", "in_flight", "waiters")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.waiters: Deque[asyncio.Future[None]] = deque()
+        self.abandoned: Set[int] = set()
 
 
 class _Protocol(asyncio.BufferedProtocol):
-    """Receives straight into the frame buffer and files each event with its waiter."""
+    """Transport callbacks. Received bytes go straight into the core: ``get_buffer`` and
+    ``buffer_updated`` are the connection's own methods, bound per instance."""
 
-    def __init__(self, client: AsyncRuntimeClient) -> None:
+    def __init__(self, client: AsyncRuntimeClient, conn: ClientConnection) -> None:
         self._client = client
-        self._conn = client._conn
         self.transport: Optional[asyncio.Transport] = None
-        self._paused = False
-        self._drained: Optional[asyncio.Future[None]] = None
+        self.paused = False
+        self._drain_waiters: List[asyncio.Future[None]] = []
+        self.get_buffer = conn.get_buffer  # type: ignore[method-assign]
+        self.buffer_updated = conn.received  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._conn.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        try:
-            events = self._conn.buffer_updated(nbytes)
-        except FrameTooLargeError as exc:
-            self._client._fail(f"the runtime sent an oversized frame: {exc}", ErrorClass.PERMANENT)
-            return
-        except ProtocolError as exc:
-            self._client._fail(f"the runtime sent an invalid frame: {exc}", ErrorClass.PERMANENT)
-            return
-        file = self._client._file
-        for event in events:
-            file(event)
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        self._client._fail(
-            "the runtime closed the connection before answering; it may have stopped or "
-            "restarted (the request may or may not have been executed)"
-            if exc is None
-            else f"lost the connection to the runtime: {exc}"
-        )
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        self._client._lost(self, exc)
+        self._wake_drainers()
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        self.paused = False
+        self._wake_drainers()
 
-    async def drain(self) -> None:
-        if self._paused:
-            self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
+    def _wake_drainers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:  # every sender, not only the newest
+            _expire(fut)
+
+    async def drain(self, deadline: float) -> bool:
+        """Wait until the transport accepts writes again; False if the deadline passed."""
+        while self.paused and self.transport is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            self._drain_waiters.append(fut)
+            handle = loop.call_later(remaining, _expire, fut)
+            try:
+                await fut
+            finally:
+                handle.cancel()
+                if fut in self._drain_waiters:
+                    self._drain_waiters.remove(fut)
+        return True
 
 
 class AsyncRuntimeClient:
@@ -110,27 +118,28 @@ class AsyncRuntimeClient:
     def __init__(self, config: Optional[RuntimeConfig] = None, *, probe: bool = True) -> None:
         self.config = config if config is not None else RuntimeConfig()
         self._probe = probe
-        self._conn = ClientConnection()
+        self._conn: Optional[ClientConnection] = None
         self._protocol: Optional[_Protocol] = None
         self._endpoint: Optional[Endpoint] = None
-        self._waiters: Dict[int, _Waiter] = {}
-        self._broken: Optional[ConnectorException] = None
-        self._runtime_extended = False
-        self._credits: Optional[int] = None
-        self._in_flight = 0
-        self._slot_waiters: Deque[asyncio.Future[None]] = deque()
+        self._slots = _Slots()
+        self._probed_credits: Optional[int] = None
+        self._next_id: Optional[int] = None
         self._connect_lock: Optional[asyncio.Lock] = None
         self._health_lock: Optional[asyncio.Lock] = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def connected(self) -> bool:
-        return self._protocol is not None
+        conn = self._conn
+        return conn is not None and not conn.closed
 
     @property
     def credits(self) -> Optional[int]:
         """Requests the runtime allows in flight on this connection (None: unannounced)."""
-        return self._credits
+        conn = self._conn
+        if conn is not None and conn.credits:
+            return int(conn.credits)
+        return self._probed_credits
 
     async def connect(self) -> None:
         """Connect (idempotent). Probes the runtime with a HealthCheck to learn whether
@@ -138,75 +147,94 @@ class AsyncRuntimeClient:
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
         async with self._connect_lock:
-            if self._protocol is not None:
+            if self.connected:
                 return
             endpoint = resolve_endpoint(self.config)
             loop = asyncio.get_running_loop()
-            self._conn = ClientConnection(request_id_seed=self._conn.next_request_id())
-            self._broken = None
-            self._runtime_extended = False
-            self._credits = None
-            self._in_flight = 0
+            seed = self._next_id
+            if self._conn is not None:
+                seed = self._conn.next_request_id()
+            conn = client_core.ClientConnection(
+                request_id_seed=seed, config=self.config, where=endpoint.describe()
+            )
             timeout = self.config.timeout_ms / 1000.0
             try:
                 if endpoint.path is None:
                     coro = loop.create_connection(
-                        lambda: _Protocol(self), endpoint.host, endpoint.port
+                        lambda: _Protocol(self, conn), endpoint.host, endpoint.port
                     )
                 else:
-                    coro = loop.create_unix_connection(lambda: _Protocol(self), endpoint.path)
+                    coro = loop.create_unix_connection(lambda: _Protocol(self, conn), endpoint.path)
                 _transport, protocol = await asyncio.wait_for(coro, timeout)
             except (OSError, asyncio.TimeoutError) as exc:
-                raise ConnectorException(
-                    f"cannot connect to the Vastar runtime at {endpoint.describe()}: "
-                    f"{getattr(exc, 'strerror', None) or exc or 'timed out'}; is it running? "
-                    f"{endpoint.how_to_start()}",
-                    ErrorClass.TRANSIENT,
-                    0,
-                ) from exc
+                raise connect_error(endpoint, exc) from exc
+            conn.leftover_hook = self._on_leftover
+            conn.broken_hook = self._on_broken
+            self._conn = conn
             self._protocol = protocol
             self._endpoint = endpoint
+            self._slots = _Slots()
+            self._probed_credits = None
             log.info("connected to the Vastar runtime at %s", endpoint.describe())
-        if self._probe:
-            status = await self.health_check()
-            if status.supported and self._credits is None:
-                self._credits = status.available_credits or None
+            if self._probe:
+                # Still under the connect lock: nobody sends a request before the probe
+                # is answered (a released runtime answers it with request_id 0, which
+                # must not be ambiguous).
+                status = await self._health(conn, 5000)
+                if status.supported:
+                    self._probed_credits = status.available_credits or None
 
     async def close(self) -> None:
-        """Close the connection; requests still waiting fail with TRANSIENT."""
-        protocol, self._protocol = self._protocol, None
-        if protocol is None:
+        """Close the connection; requests still waiting fail with TRANSIENT.
+
+        Awaits nothing, so a cancelled task still closes cleanly."""
+        self._close_now()
+
+    def _close_now(self) -> None:
+        conn, protocol = self._conn, self._protocol
+        self._protocol = None
+        if conn is None:
             return
-        self._fail("the client was closed while the request was in flight")
-        if protocol.transport is not None:
+        self._next_id = conn.next_request_id()
+        if conn.fail(policy.client_closed()):
+            log.info("closed the connection to the Vastar runtime")
+        self._fail_slots(self._slots, policy.client_closed())
+        if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
-        log.info("closed the connection to the Vastar runtime")
 
     async def __aenter__(self) -> AsyncRuntimeClient:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:  # cancelled during the probe: do not leak the connection
+            self._close_now()
+            raise
         return self
 
     async def __aexit__(
         self, exc_type: Optional[Type[BaseException]], exc: object, tb: object
     ) -> None:
-        await self.close()
+        self._close_now()
 
     # ------------------------------------------------------------------ requests
     async def execute_http(self, request: HTTPRequest) -> HTTPResponse:
         """Send one HTTP request through the runtime and wait for its answer."""
-        fut: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        rid, wait_s = await self._send_http(request, False, fut)
+        conn = await self._ready()
+        slots = self._slots
+        await self._acquire_slot(conn, slots)
         try:
-            event = await asyncio.wait_for(fut, wait_s)
-        except asyncio.TimeoutError:
-            raise self._timed_out(rid) from None
-        except asyncio.CancelledError:
-            self._give_up(rid)
+            waiter, frame = conn.open_request(request, False)
+        except BaseException:
+            self._release_slot(slots)
             raise
-        finally:
-            self._release_slot()
+        try:
+            await self._send(conn, frame, waiter)
+            event = await self._next(conn, waiter)
+        except BaseException:
+            self._abandon(conn, waiter, slots)
+            raise
+        self._release_slot(slots)
         assert isinstance(event, ResponseReceived)
-        return response_from_event(event)
+        return conn.response(event)
 
     def stream_http(self, request: HTTPRequest) -> AsyncHTTPStream:
         """``async with client.stream_http(req) as resp:`` — see :class:`AsyncHTTPStream`."""
@@ -214,189 +242,153 @@ class AsyncRuntimeClient:
 
     async def health_check(self, timeout_ms: int = 5000) -> HealthStatus:
         """Ask the runtime how it is (``supported=False`` from a released runtime)."""
-        await self._ensure_connected()
+        conn = await self._ready()
         if self._health_lock is None:
             self._health_lock = asyncio.Lock()
         async with self._health_lock:
-            fut: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-            self._waiters[_HEALTH_KEY] = fut
-            try:
-                self._write(self._conn.send_health_check())
-                event = await asyncio.wait_for(fut, timeout_ms / 1000.0)
-            except asyncio.TimeoutError:
-                raise ConnectorException(
-                    f"the runtime at {self._where()} did not answer a health check within "
-                    f"{timeout_ms} ms",
-                    ErrorClass.TIMEOUT,
-                    0,
-                ) from None
-            finally:
-                self._waiters.pop(_HEALTH_KEY, None)
+            return await self._health(conn, timeout_ms)
+
+    async def _health(self, conn: ClientConnection, timeout_ms: int) -> HealthStatus:
+        waiter, frame = conn.open_health(timeout_ms)
+        try:
+            self._write(conn, frame)
+            event = await self._next(conn, waiter)
+        except ConnectorException as exc:
+            if exc.error_class == ErrorClass.TIMEOUT:
+                raise policy.health_timed_out(conn.where, timeout_ms) from None
+            raise
+        finally:
+            if not waiter.finished:
+                conn.give_up(waiter)
         return health_from_event(event)
 
     # ------------------------------------------------------------------ internals
-    async def _ensure_connected(self) -> None:
-        if self._protocol is None:
+    async def _ready(self) -> ClientConnection:
+        conn = self._conn
+        if conn is None or conn.closed:
             await self.connect()
-
-    async def _send_http(self, request: HTTPRequest, stream: bool, waiter: _Waiter) -> tuple:
-        await self._ensure_connected()
-        await self._acquire_slot()
-        try:
-            config = self.config
-            timeout_ms = request.timeout_ms if request.timeout_ms is not None else config.timeout_ms
             conn = self._conn
-            rid = conn.next_request_id()
-            try:
-                frame = conn.send_http(
-                    rid,
-                    request.tenant_id or config.tenant_id,
-                    request.workspace_id
-                    if request.workspace_id is not None
-                    else config.workspace_id,
-                    request.trace_id,
-                    int(time.time() * 1000) + timeout_ms,
-                    request.method,
-                    request.url,
-                    request.headers,
-                    request.body,
-                    stream,
-                )
-            except ProtocolError as exc:
-                raise invalid_request(exc, rid) from None
-            self._waiters[rid] = waiter
-            self._write(frame)
-            protocol = self._protocol
-            if protocol is not None and protocol._paused:
-                await protocol.drain()
-        except BaseException:
-            self._release_slot()
-            raise
-        return rid, response_timeout_s(timeout_ms)
+            assert conn is not None
+        return conn
 
-    async def _acquire_slot(self) -> None:
-        credits = self._credits
-        if credits is not None and self._in_flight >= credits:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._slot_waiters.append(fut)
+    def _write(self, conn: ClientConnection, frame: bytes) -> None:
+        protocol = self._protocol
+        if conn.closed or protocol is None or protocol.transport is None:
+            raise policy.for_request(conn._closed_error(), 0)
+        protocol.transport.write(frame)
+
+    async def _send(self, conn: ClientConnection, frame: bytes, waiter: Waiter) -> None:
+        self._write(conn, frame)
+        protocol = self._protocol
+        if protocol is not None and protocol.paused:
+            if not await protocol.drain(waiter.deadline):
+                raise policy.timed_out(conn.where, waiter.request_id)
+
+    async def _next(self, conn: ClientConnection, waiter: Waiter) -> Event:
+        """The waiter's next event; TIMEOUT once its deadline has passed."""
+        while not waiter.ready:
+            remaining = waiter.deadline - time.monotonic()
+            if remaining <= 0:
+                raise policy.timed_out(conn.where, waiter.request_id)
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            waiter.future = fut
+            handle = loop.call_later(remaining, _expire, fut)
             try:
                 await fut
-            except BaseException:
-                if not fut.cancelled() and fut.done():
-                    self._release_slot()  # pass the slot we were given on
-                raise
-        else:
-            self._in_flight += 1
+            finally:
+                waiter.future = None
+                handle.cancel()
+        return waiter.take()
 
-    def _release_slot(self) -> None:
-        while self._slot_waiters:
-            fut = self._slot_waiters.popleft()
+    def _abandon(self, conn: ClientConnection, waiter: Waiter, slots: _Slots) -> None:
+        """The caller left (cancelled, timed out, stopped reading): cancel the request at
+        the runtime; its slot is freed once the runtime has answered it."""
+        answered = waiter.finished
+        cancel = conn.give_up(waiter)
+        if cancel is not None:
+            try:
+                self._write(conn, cancel)
+            except ConnectorException:
+                pass
+        if not answered and waiter.request_id in conn.outstanding and not conn.closed:
+            slots.abandoned.add(waiter.request_id)
+        else:
+            self._release_slot(slots)
+
+    def _on_leftover(self, events: List[Event]) -> None:
+        slots = self._slots
+        for event in events:
+            if type(event) is CreditsUpdated:
+                self._wake_slot_waiters(slots)
+            elif type(event) is ResponseReceived:
+                rid = event.request_id
+                if rid in slots.abandoned:
+                    slots.abandoned.discard(rid)
+                    self._release_slot(slots)
+                else:
+                    log.debug("dropping a response for request %d: nobody waits", rid)
+
+    def _on_broken(self, exc: ConnectorException) -> None:
+        log.warning("%s", exc.message)
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+
+    def _lost(self, protocol: _Protocol, exc: Optional[Exception]) -> None:
+        """The transport is gone: fail every waiter; the next call reconnects."""
+        conn = self._conn
+        if protocol is not self._protocol or conn is None:
+            return
+        self._protocol = None
+        error = policy.closed_by_runtime() if exc is None else policy.connection_lost(exc)
+        if conn.fail(error):
+            log.warning("%s", error.message)
+        self._fail_slots(self._slots, conn._closed_error())
+
+    # ------------------------------------------------------------------ credits
+    def _limit(self) -> Optional[int]:
+        return self.credits
+
+    async def _acquire_slot(self, conn: ClientConnection, slots: _Slots) -> None:
+        limit = self._limit()
+        if limit is None or slots.in_flight < limit:
+            slots.in_flight += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        slots.waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._release_slot(slots)  # we were handed a slot: pass it on
+            raise
+
+    def _release_slot(self, slots: _Slots) -> None:
+        while slots.waiters:
+            fut = slots.waiters.popleft()
             if not fut.done():
                 fut.set_result(None)  # hand our slot straight to the next waiter
                 return
-        if self._in_flight > 0:
-            self._in_flight -= 1
+        if slots.in_flight > 0:
+            slots.in_flight -= 1
 
-    def _write(self, frame: bytes) -> None:
-        protocol = self._protocol
-        if protocol is None or protocol.transport is None:
-            broken = self._broken
-            raise ConnectorException(
-                broken.message if broken else "not connected to the runtime",
-                ErrorClass.TRANSIENT,
-                0,
-            )
-        protocol.transport.write(frame)
-
-    def _file(self, event: Event) -> None:
-        waiters = self._waiters
-        if isinstance(event, ResponseReceived):
-            rid = event.request_id
-            if rid not in waiters and rid == 0 and waiters:
-                rid = next(iter(waiters))  # released runtime: request_id 0, answers in order
-            waiter = waiters.get(rid)
-            if waiter is None:
-                log.debug("dropping a response for request %d: nobody waits", event.request_id)
-                return
-            if isinstance(waiter, asyncio.Queue):
-                waiters.pop(rid, None)
-                waiter.put_nowait(event)
-            else:
-                waiters.pop(rid, None)
-                if not waiter.done():
-                    waiter.set_result(event)
-        elif isinstance(event, (StreamStarted, StreamDataReceived)):
-            self._runtime_extended = True
-            waiter = waiters.get(event.request_id)
-            if isinstance(waiter, asyncio.Queue):
-                waiter.put_nowait(event)
-        elif isinstance(event, HealthReceived):
-            self._runtime_extended = True
-            waiter = waiters.get(_HEALTH_KEY)
-            if waiter is not None and isinstance(waiter, asyncio.Future) and not waiter.done():
-                waiter.set_result(event)
-        elif isinstance(event, CreditsUpdated):
-            self._runtime_extended = True
-            self._credits = event.total_credits or None
-            self._wake_slot_waiters()
-
-    def _wake_slot_waiters(self) -> None:
-        credits = self._credits
-        while self._slot_waiters and (credits is None or self._in_flight < credits):
-            fut = self._slot_waiters.popleft()
+    def _wake_slot_waiters(self, slots: _Slots) -> None:
+        limit = self._limit()
+        while slots.waiters and (limit is None or slots.in_flight < limit):
+            fut = slots.waiters.popleft()
             if not fut.done():
-                self._in_flight += 1
+                slots.in_flight += 1
                 fut.set_result(None)
 
-    def _timed_out(self, rid: int) -> ConnectorException:
-        self._give_up(rid)
-        return ConnectorException(
-            f"no answer from the runtime at {self._where()} before the client-side timeout "
-            f"(request_id={rid}); the runtime may be overloaded or stuck",
-            ErrorClass.TIMEOUT,
-            rid,
-        )
-
-    def _give_up(self, rid: int) -> None:
-        self._waiters.pop(rid, None)
-        self._conn.forget(rid)
-        if self._runtime_extended and self._protocol is not None:
-            try:
-                self._write(self._conn.send_cancel(rid))
-            except ConnectorException:
-                pass
-
-    def _fail(self, message: str, error_class: ErrorClass = ErrorClass.TRANSIENT) -> None:
-        """The connection is gone: fail every waiter; the next call reconnects."""
-        self._broken = ConnectorException(message, error_class, 0)
-        protocol, self._protocol = self._protocol, None
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.close()
-            log.warning("%s", message)
-        waiters, self._waiters = self._waiters, {}
-        for rid, waiter in waiters.items():
-            exc = ConnectorException(message, error_class, max(rid, 0))
-            if isinstance(waiter, asyncio.Queue):
-                waiter.put_nowait(_Failure(exc))
-            elif not waiter.done():
-                waiter.set_exception(exc)
-        slot_waiters, self._slot_waiters = self._slot_waiters, deque()
-        for fut in slot_waiters:
+    @staticmethod
+    def _fail_slots(slots: _Slots, exc: ConnectorException) -> None:
+        waiters, slots.waiters = slots.waiters, deque()
+        for fut in waiters:
             if not fut.done():
-                fut.set_exception(ConnectorException(message, error_class, 0))
-        self._in_flight = 0
-
-    def _where(self) -> str:
-        return self._endpoint.describe() if self._endpoint else "(not connected)"
-
-
-class _Failure:
-    """Queued to a stream when its connection fails."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: ConnectorException) -> None:
-        self.exc = exc
+                fut.set_exception(policy.for_request(exc, 0))
+        slots.in_flight = 0
+        slots.abandoned.clear()
 
 
 class AsyncHTTPStream(StreamState):
@@ -404,49 +396,59 @@ class AsyncHTTPStream(StreamState):
 
     ``resp.status_code``/``resp.headers`` are set on entry; ``async for chunk in resp``
     yields body bytes as they arrive; ``resp.iter_deltas()`` yields OpenAI delta texts;
-    ``await resp.read()`` returns the rest of the body. Leaving the block early cancels
-    the upstream request.
+    ``await resp.read()`` returns the rest of the body. Leaving the block early, or
+    being cancelled while waiting, cancels the upstream request.
     """
 
     def __init__(self, client: AsyncRuntimeClient, request: HTTPRequest) -> None:
-        super().__init__()
         self._client = client
         self._request = request
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()  # events, or a _Failure
         self._started = False
         self.request_id = 0
         self.status_code = 0
-        self.headers: Dict[str, str] = {}
-        self._deadline = 0.0
-
-    def _on_finished(self) -> None:
-        self._client._release_slot()
+        self.headers = {}
+        self._pending = deque()
+        self._finished = False
+        self.streamed = False
+        self.duration_us = 0
+        self.is_streaming = False
 
     async def start(self) -> AsyncHTTPStream:
         """Send the request and wait for its status and headers."""
         if self._started:
             return self
         self._started = True
-        rid, wait_s = await self._client._send_http(self._request, True, self._queue)
-        self.request_id = rid
-        self._deadline = time.monotonic() + wait_s
+        client = self._client
+        conn = await client._ready()
+        slots = client._slots
+        await client._acquire_slot(conn, slots)
         try:
-            event = await self._next()
+            waiter, frame = conn.open_request(self._request, True)
         except BaseException:
-            self._end()
+            client._release_slot(slots)
+            raise
+        StreamState.__init__(self, conn, waiter)
+        self._slots = slots
+        try:
+            await client._send(conn, frame, waiter)
+            event = await client._next(conn, waiter)
+        except BaseException:
+            self._abandon()
             raise
         self._head(event)
         return self
 
-    async def _next(self) -> Event:
-        remaining = self._deadline - time.monotonic()
+    def _finish(self, event: Event) -> None:
+        released = not self._finished
         try:
-            event = await asyncio.wait_for(self._queue.get(), max(remaining, 0.0))
-        except asyncio.TimeoutError:
-            raise self._client._timed_out(self.request_id) from None
-        if isinstance(event, _Failure):
-            raise event.exc
-        return event
+            super()._finish(event)
+        finally:
+            if released:  # the runtime answered: its credit is free again
+                self._client._release_slot(self._slots)
+
+    def _abandon(self) -> None:
+        if self._started and self._end():
+            self._client._abandon(self._conn, self._waiter, self._slots)
 
     async def __aenter__(self) -> AsyncHTTPStream:
         return await self.start()
@@ -454,39 +456,44 @@ class AsyncHTTPStream(StreamState):
     async def __aexit__(
         self, exc_type: Optional[Type[BaseException]], exc: object, tb: object
     ) -> None:
-        await self.aclose()
+        self._abandon()  # awaits nothing: exits cleanly under cancellation too
+        self._pending.clear()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
         if not self._started:
             await self.start()
         pending = self._pending
-        while True:
-            while pending:
-                yield pending.popleft()
-            if self._finished:
-                return
-            try:
-                event = await self._next()
-            except BaseException:
-                self._end()
-                raise
-            data = self._body(event)
-            if data is not None:
-                yield data
+        client = self._client
+        try:
+            while True:
+                while pending:
+                    yield pending.popleft()
+                if self._finished:
+                    return
+                data = self._body(await client._next(self._conn, self._waiter))
+                if data is not None:
+                    yield data
+        finally:
+            # cancelled, timed out, failed, or the consumer stopped iterating early
+            self._abandon()
 
     async def iter_deltas(self) -> AsyncIterator[str]:
         """OpenAI ``choices[0].delta.content`` texts, each as soon as its event is complete."""
         from ..sse import SSEDecoder
 
         decoder = SSEDecoder()
-        async for chunk in self._chunks():
-            for delta in decoder.feed_deltas(chunk):
+        chunks = self._chunks()
+        try:
+            async for chunk in chunks:
+                for delta in decoder.feed_deltas(chunk):
+                    yield delta
+            for delta in decoder.flush_deltas():
                 yield delta
-        for delta in decoder.flush_deltas():
-            yield delta
+        finally:
+            await chunks.aclose()
 
     async def read(self) -> bytes:
         """The rest of the body."""
@@ -494,6 +501,5 @@ class AsyncHTTPStream(StreamState):
 
     async def aclose(self) -> None:
         """Stop reading; an unfinished request is cancelled at the runtime."""
-        if self._started and self._end():
-            self._client._give_up(self.request_id)
+        self._abandon()
         self._pending.clear()

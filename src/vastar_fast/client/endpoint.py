@@ -6,15 +6,17 @@ Shared by the sync and asyncio clients so both resolve and describe endpoints al
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from ..errors import ConnectorException
 from ..types import ErrorClass, RuntimeConfig
 
-__all__ = ["Endpoint", "open_socket", "resolve_endpoint"]
+if TYPE_CHECKING:
+    import socket
+
+__all__ = ["Endpoint", "connect_error", "open_socket", "resolve_endpoint"]
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -54,7 +56,7 @@ def resolve_endpoint(config: RuntimeConfig, environ: Mapping[str, str] = os.envi
     otherwise the Unix socket at ``VASTAR_SOCKET_PATH`` or ``config.socket_path``.
     """
     use_tcp = config.use_tcp or environ.get("VASTAR_USE_TCP", "").lower() in _TRUE
-    if use_tcp or not hasattr(socket, "AF_UNIX") or sys.platform == "win32":
+    if use_tcp or sys.platform == "win32":
         host = environ.get("VASTAR_TCP_HOST") or config.tcp_host
         port_text = environ.get("VASTAR_TCP_PORT")
         try:
@@ -69,6 +71,8 @@ def resolve_endpoint(config: RuntimeConfig, environ: Mapping[str, str] = os.envi
 
 def open_socket(endpoint: Endpoint, timeout: Optional[float] = None) -> socket.socket:
     """A connected blocking socket, or ConnectorException(TRANSIENT) saying what to do."""
+    import socket  # here, not at import: the compiled client core needs no socket module
+
     try:
         if endpoint.path is None:
             sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
@@ -82,11 +86,17 @@ def open_socket(endpoint: Endpoint, timeout: Optional[float] = None) -> socket.s
                 sock.close()
                 raise
     except OSError as exc:
-        raise ConnectorException(
-            f"cannot connect to the Vastar runtime at {endpoint.describe()}: "
-            f"{exc.strerror or exc}; is it running? {endpoint.how_to_start()}",
-            ErrorClass.TRANSIENT,
-            0,
-        ) from exc
+        raise connect_error(endpoint, exc) from exc
     sock.settimeout(None)
     return sock
+
+
+def connect_error(endpoint: Endpoint, exc: BaseException) -> ConnectorException:
+    """TRANSIENT: the runtime cannot be reached; says where and how to start one."""
+    reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
+    return ConnectorException(
+        f"cannot connect to the Vastar runtime at {endpoint.describe()}: {reason}; "
+        f"is it running? {endpoint.how_to_start()}",
+        ErrorClass.TRANSIENT,
+        0,
+    )

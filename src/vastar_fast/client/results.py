@@ -1,68 +1,23 @@
-"""Turning runtime events into the public result types; shared by both clients."""
+"""Public result types both clients share, and the stream bookkeeping (no I/O here)."""
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Dict, Optional
+from typing import TYPE_CHECKING, Deque, Dict, Optional
 
-from ..errors import ConnectorException, ProtocolError
-from ..protocol import codec
-from ..protocol.connection import (
+from ..protocol.events import (
     Event,
     HealthReceived,
     ResponseReceived,
     StreamDataReceived,
     StreamStarted,
 )
-from ..types import ErrorClass, HTTPResponse
 
-__all__ = [
-    "HealthStatus",
-    "StreamState",
-    "health_from_event",
-    "invalid_request",
-    "response_from_event",
-    "response_timeout_s",
-]
+if TYPE_CHECKING:
+    from ..protocol.client_core import ClientConnection, Waiter
 
-_SUCCESS = ErrorClass.SUCCESS
-_decode_payload = codec.decode_http_response_payload
-
-CLIENT_GRACE_MS = 250
-"""How long past a request's deadline the client waits for the runtime's own TIMEOUT
-answer (which says more) before giving up on its own."""
-
-
-def response_timeout_s(timeout_ms: int) -> float:
-    """Seconds the client waits for a request with this timeout."""
-    return (timeout_ms + CLIENT_GRACE_MS) / 1000.0
-
-
-def response_from_event(event: ResponseReceived) -> HTTPResponse:
-    """An HTTPResponse, or the ConnectorException the released SDK raises for it."""
-    rid, error_class, error_message, payload, duration_us = event  # one unpack: hot path
-    if error_class != 0:
-        raise ConnectorException(
-            error_message or f"the runtime reported error class {error_class}",
-            error_class,
-            rid,
-        )
-    if not payload:
-        raise ConnectorException(
-            "the runtime answered with an empty payload", ErrorClass.PERMANENT, rid
-        )
-    try:
-        status, headers, body, _streaming = _decode_payload(payload)
-    except ProtocolError as exc:
-        raise ConnectorException(
-            f"the runtime's answer could not be read: {exc}", ErrorClass.PERMANENT, rid
-        ) from None
-    return HTTPResponse(rid, status, headers, body, duration_us, _SUCCESS, None)
-
-
-def invalid_request(exc: ProtocolError, request_id: int) -> ConnectorException:
-    return ConnectorException(f"invalid request: {exc}", ErrorClass.INVALID_REQUEST, request_id)
+__all__ = ["HealthStatus", "StreamState", "health_from_event"]
 
 
 @dataclass(frozen=True)
@@ -100,15 +55,15 @@ class StreamState:
     The first event is the head: ``StreamStarted`` (the runtime streams: our extension)
     or the terminal ``ResponseReceived`` (a buffered answer from a runtime without the
     extension, or an error, raised as ConnectorException). Later events carry body
-    chunks until the terminal response. ``_on_finished`` is the driver's hook, called
-    once when the request is over (answered, failed or abandoned).
+    chunks until the terminal response.
     """
 
-    request_id: int
-    status_code: int
-    headers: Dict[str, str]
-
-    def __init__(self) -> None:
+    def __init__(self, conn: ClientConnection, waiter: Waiter) -> None:
+        self._conn = conn
+        self._waiter = waiter
+        self.request_id: int = waiter.request_id
+        self.status_code = 0
+        self.headers: Dict[str, str] = {}
         self._pending: Deque[bytes] = deque()
         self._finished = False
         self.streamed = False
@@ -116,15 +71,11 @@ class StreamState:
         self.duration_us = 0
         self.is_streaming = False
 
-    def _on_finished(self) -> None:
-        raise NotImplementedError
-
     def _end(self) -> bool:
         """Mark the request over; True the first time (the caller then cleans up)."""
         if self._finished:
             return False
         self._finished = True
-        self._on_finished()
         return True
 
     def _head(self, event: Event) -> None:
@@ -139,7 +90,7 @@ class StreamState:
     def _finish(self, event: Event) -> None:
         self._end()
         assert isinstance(event, ResponseReceived)
-        response = response_from_event(event)
+        response = self._conn.response(event)
         self.status_code = response.status_code
         self.headers = response.headers
         self.duration_us = response.duration_us

@@ -1,7 +1,10 @@
-"""The Vastar IPC wire protocol: codec twins (``codec``) and the sans-I/O core
-(``connection``). The only place that knows the wire format."""
+"""The Vastar IPC wire protocol: codec twins (``codec``), the client core twins
+(``client_core``) and the sans-I/O core (``connection``). The only place that knows
+the wire format."""
 
-from . import codec
-from .codec import ACCELERATED
+from . import client_core, codec
 
-__all__ = ["ACCELERATED", "codec"]
+ACCELERATED: bool = codec.ACCELERATED and client_core.ACCELERATED
+"""True when the compiled wire codec and client core are live."""
+
+__all__ = ["ACCELERATED", "client_core", "codec"]

@@ -1,20 +1,23 @@
 """Type stubs for the compiled twin; the API is ``_codec_py``'s, name for name.
 
-The result NamedTuples are the pure twin's own classes, re-exported.
+The result NamedTuples are the shared ones of ``frames``, re-exported. The client core
+section (ClientConnection, Waiter, BlockingChannel) has ``_client_py``'s API; its classes
+are declared as subtypes of the pure ones only so that the selector in client_core.py
+type-checks (at run time they are separate cdef classes).
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from . import _codec_py
-from ._codec_py import CancelRequestFrame as CancelRequestFrame
-from ._codec_py import CreditUpdateFrame as CreditUpdateFrame
-from ._codec_py import ExecuteRequestFrame as ExecuteRequestFrame
-from ._codec_py import ExecuteResponseFrame as ExecuteResponseFrame
-from ._codec_py import HealthResponseFrame as HealthResponseFrame
-from ._codec_py import HTTPRequestPayload as HTTPRequestPayload
-from ._codec_py import HTTPResponsePayload as HTTPResponsePayload
-from ._codec_py import StreamChunkFrame as StreamChunkFrame
-from ._codec_py import StreamStartFrame as StreamStartFrame
+from . import _client_py, _codec_py
+from .frames import CancelRequestFrame as CancelRequestFrame
+from .frames import CreditUpdateFrame as CreditUpdateFrame
+from .frames import ExecuteRequestFrame as ExecuteRequestFrame
+from .frames import ExecuteResponseFrame as ExecuteResponseFrame
+from .frames import HealthResponseFrame as HealthResponseFrame
+from .frames import HTTPRequestPayload as HTTPRequestPayload
+from .frames import HTTPResponsePayload as HTTPResponsePayload
+from .frames import StreamChunkFrame as StreamChunkFrame
+from .frames import StreamStartFrame as StreamStartFrame
 
 __all__ = [
     "CancelRequestFrame",
@@ -142,3 +145,9 @@ def encode_http_response_frame(
 def decode_http_response_payload(payload: bytes) -> HTTPResponsePayload: ...
 def _simd(name: Optional[str] = None) -> str: ...
 def _simd_paths() -> Tuple[str, ...]: ...
+def _client_io(posix: Optional[bool] = None) -> bool: ...
+
+# ---------------------------------------------------------------- client core
+class Waiter(_client_py.Waiter): ...
+class ClientConnection(_client_py.ClientConnection): ...
+class BlockingChannel(_client_py.BlockingChannel): ...

@@ -39,8 +39,7 @@ import math
 
 from ..errors import FrameTooLargeError, ProtocolError
 from ..types import MAX_PAYLOAD_SIZE
-from . import _codec_py as _py
-from ._codec_py import (
+from .frames import (
     _KV_MAX_ENTRIES,
     _KV_SLACK,
     _kv_amplified,
@@ -55,6 +54,22 @@ from ._codec_py import (
     StreamChunkFrame,
     StreamStartFrame,
 )
+
+
+
+class _PureTwin:
+    """The pure twin, imported on first use: only inputs the fast paths do not model
+    are handed to it, so ``import vastar_fast`` need not import it (nor json)."""
+
+    def __getattr__(self, name):
+        global _py
+        from . import _codec_py
+
+        _py = _codec_py
+        return getattr(_codec_py, name)
+
+
+_py = _PureTwin()
 
 __all__ = [
     "CancelRequestFrame",
@@ -843,11 +858,25 @@ cdef object _encode_execute_request(
     The payload is either raw bytes (payload != NULL) or the http JSON described by
     spec (made by _http_json_size, payload_len bytes), written in place.
     """
+    cdef uint64_t rid, deadline
+    if not _u64(request_id, &rid) or not _u64(deadline_at_ms, &deadline):
+        return None
+    return _encode_execute_request_c(rid, deadline, tenant_id, workspace_id, trace_id,
+                                     connector_name, operation, payload, payload_len, spec,
+                                     headers)
+
+
+cdef object _encode_execute_request_c(
+    uint64_t request_id, uint64_t deadline_at_ms, object tenant_id, object workspace_id,
+    object trace_id, object connector_name, object operation,
+    const char *payload, Py_ssize_t payload_len, object spec, object headers,
+):
+    """_encode_execute_request with the two numbers already checked (C values)."""
     cdef _Req r
     cdef vf_bld b
     cdef Py_ssize_t total
-    if not _u64(request_id, &r.rid) or not _u64(deadline_at_ms, &r.deadline):
-        return None
+    r.rid = request_id
+    r.deadline = deadline_at_ms
     r.ts = _str_size(tenant_id)
     r.ws = _opt_str_size(workspace_id)
     r.trs = _opt_str_size(trace_id)
@@ -1242,6 +1271,17 @@ def encode_http_request_frame(
     ext_headers=None,
 ):
     """The hot path: an ``http``/``request`` ExecuteRequest frame in one allocation."""
+    return _http_request_frame(
+        request_id, tenant_id, workspace_id, trace_id, deadline_at_ms, method, url,
+        headers, body, ext_headers,
+    )
+
+
+cdef object _http_request_frame(
+    object request_id, object tenant_id, object workspace_id, object trace_id,
+    object deadline_at_ms, object method, object url, object headers, object body,
+    object ext_headers,
+):
     cdef list spec = []
     cdef Py_ssize_t n = _http_json_size(method, url, headers, body, spec)
     if n >= 0:
@@ -1327,14 +1367,20 @@ cdef inline object _ascii_str(const uint8_t *p, Py_ssize_t n):
     """A str of the n ASCII bytes at p, from the cache when the same text was seen."""
     cdef Py_ssize_t k
     cdef unsigned int h
+    cdef uint64_t h64
     cdef PyObject *hit
     if n == 0 or n > _STR_CACHE_MAX_LEN:
         s = PyUnicode_New(n, 127)
         memcpy(PyUnicode_DATA(s), p, n)
         return s
-    h = <unsigned int>n
-    for k in range(n):
-        h = h * 31u + p[k]
+    if n >= 8:
+        # O(1): length and the first and last 8 bytes (a hit is verified in full below)
+        h64 = (vf_rd_u64(p) * <uint64_t>0x9E3779B97F4A7C15u) ^ vf_rd_u64(p + n - 8) ^ <uint64_t>n
+        h = <unsigned int>(h64 ^ (h64 >> 29) ^ (h64 >> 47))
+    else:
+        h = <unsigned int>n
+        for k in range(n):
+            h = h * 31u + p[k]
     h = (h ^ (h >> 11)) & (_STR_CACHE_SIZE - 1)
     hit = _str_cache[h]
     if hit is not NULL and PyUnicode_GET_LENGTH(<object>hit) == n and memcmp(
@@ -1400,8 +1446,8 @@ cdef object _json_body(const uint8_t *p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t 
     return out
 
 
-cdef object _fast_response(bytes payload):
-    """The released runtime's response JSON, or None for anything else.
+cdef object _fast_response(const uint8_t *p, Py_ssize_t n):
+    """The released runtime's response JSON (the n bytes at p), or None for anything else.
 
     Accepts exactly one object with keys among body / headers / is_streaming /
     status_code, each at most once, with the value types the released runtime sends
@@ -1409,8 +1455,6 @@ cdef object _fast_response(bytes payload):
     escaped keys, duplicates, floats, big or odd numbers, invalid JSON) returns None so
     the pure twin's json.loads path decides, and results stay identical to it.
     """
-    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(payload)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
     cdef Py_ssize_t i, e, digits
     cdef int seen = 0, key
     cdef bint neg
@@ -1543,7 +1587,8 @@ cdef object _fast_response(bytes payload):
 def decode_http_response_payload(payload):
     """Parse the ``http`` connector's response JSON into status, headers, body bytes."""
     if PyBytes_CheckExact(payload):
-        result = _fast_response(payload)
+        result = _fast_response(<const uint8_t *>PyBytes_AS_STRING(payload),
+                                PyBytes_GET_SIZE(payload))
         if result is not None:
             return result
     return _py.decode_http_response_payload(payload)
@@ -1808,3 +1853,1085 @@ def decode_http_request_payload(payload):
         if result is not None:
             return result
     return _py.decode_http_request_payload(payload)
+
+
+# ================================================================== client core
+#
+# The compiled twin of ``_client_py`` (ClientConnection, Waiter, BlockingChannel): read
+# that module first, this section follows it class by class and method by method, and
+# both pass one test suite.  What differs is only how:
+#
+# * the request frame is encoded from the HTTPRequest in C (``_http_request_frame``);
+# * BlockingChannel receives with recv(2) into the FrameBuffer's block with the GIL
+#   released (csrc/client_io.h), splits the frames where they lie, and decodes its own
+#   caller's answer there, straight into an HTTPResponse: no frame, payload or
+#   NamedTuple copy on the way, and no Python bytecode between recv returning and
+#   execute() returning;
+# * shared state (ids, waiters, the reader and sleepers) is guarded by the GIL instead
+#   of a lock: no step between reading and writing it runs Python code or releases the
+#   GIL. This module is not declared free-threading compatible, so a free-threaded
+#   CPython keeps the GIL enabled while it is imported.  Blocking steps (recv, send,
+#   sleeping, waiting for the send lock) release the GIL.
+
+from cpython.pythread cimport (
+    NOWAIT_LOCK,
+    PY_LOCK_ACQUIRED,
+    PY_LOCK_INTR,
+    PyLockStatus,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
+from cpython.dict cimport PyDict_Contains, PyDict_DelItem, PyDict_GetItem
+from cpython.float cimport PyFloat_AsDouble
+from cpython.long cimport PyLong_FromLongLong
+from libc.errno cimport EINTR
+
+import logging as _logging
+import os as _os
+import time as _time
+from _socket import timeout as _socket_timeout
+
+from ..errors import ConnectorException as _ConnectorException
+from ..types import ErrorClass as _ErrorClass
+from ..types import HTTPResponse as _HTTPResponse
+from ..types import RuntimeConfig as _RuntimeConfig
+from . import client_policy as _policy
+from .events import CreditsUpdated as _CreditsUpdated
+from .events import HealthReceived as _HealthReceived
+from .events import StreamDataReceived as _StreamDataReceived
+from .events import StreamStarted as _StreamStarted
+from .frames import EXT_HEADER as _EXT_HEADER
+from .frames import EXT_STREAM as _EXT_STREAM
+
+
+cdef extern from "Python.h":
+    PyLockStatus PyThread_acquire_lock_timed(PyThread_type_lock lock, long long us,
+                                             int intr_flag) nogil
+    int PyErr_CheckSignals() except -1
+
+
+cdef extern from "client_io.h":
+    int VF_POSIX_IO
+    bint VF_EAGAIN(int err) nogil
+    Py_ssize_t vf_io_recv(int fd, void *buf, Py_ssize_t n, int *err) nogil
+    Py_ssize_t vf_io_send(int fd, const void *buf, Py_ssize_t n, int *err) nogil
+    Py_ssize_t vf_io_send_now(int fd, const void *buf, Py_ssize_t n, int *err) nogil
+    int vf_io_timeout(int fd, int sending, double seconds) nogil
+    int vf_io_shutdown(int fd) nogil
+    int VF_HAVE_CLOCKS
+    uint64_t vf_next_id(uint64_t *counter) nogil
+    double vf_monotonic() nogil
+    double vf_wall_ms() nogil
+
+
+cdef object _log = _logging.getLogger("vastar_fast.client")
+cdef object _monotonic = _time.monotonic
+cdef object _wall_clock = _time.time
+cdef object _object_new = object.__new__
+cdef object _STREAM_OPT_IN = ((_EXT_HEADER, _EXT_STREAM),)
+cdef object _SUCCESS = _ErrorClass.SUCCESS
+cdef object _TIMEOUT_CLASS = _ErrorClass.TIMEOUT
+cdef Py_ssize_t _MAX_ABANDONED = 4096
+cdef bint _use_fd = VF_POSIX_IO != 0
+# What an expired socket timeout raises: SO_RCVTIMEO/SO_SNDTIMEO give EAGAIN
+# (BlockingIOError); a socket object's own timeout raises socket.timeout, which is
+# TimeoutError only from Python 3.10 on.
+cdef tuple _TIMED_OUT = (BlockingIOError, TimeoutError, _socket_timeout)
+
+
+def _client_io(posix=None):
+    """Private, for tests: use recv/send on descriptors (True, POSIX default) or the
+    socket objects' methods (False, the path Windows takes) in channels made from now
+    on. Returns whether descriptors are used."""
+    global _use_fd
+    if posix is not None:
+        _use_fd = bool(posix) and VF_POSIX_IO != 0
+    return _use_fd
+
+
+cdef double _GRACE_S = _policy.CLIENT_GRACE_MS / 1000.0
+
+
+cdef inline double _now() except? -1.0:
+    """time.monotonic()"""
+    if VF_HAVE_CLOCKS:
+        return vf_monotonic()
+    return PyFloat_AsDouble(_monotonic())
+
+
+cdef inline double _wall_ms() except? -1.0:
+    """time.time() * 1000"""
+    if VF_HAVE_CLOCKS:
+        return vf_wall_ms()
+    return PyFloat_AsDouble(_wall_clock()) * 1000.0
+
+
+cdef object _new_response(object rid, object status, object headers, object body,
+                          object duration):
+    """HTTPResponse(rid, status, headers, body, duration, SUCCESS, None) without running
+    the dataclass __init__: the same attributes, in its order."""
+    cdef object r = _object_new(_HTTPResponse)
+    r.request_id = rid
+    r.status_code = status
+    r.headers = headers
+    r.body = body
+    r.duration_us = duration
+    r.error_class = _SUCCESS
+    r.error_message = None
+    return r
+
+
+cdef object _http_request_frame_c(
+    uint64_t rid, uint64_t deadline, object tenant_id, object workspace_id, object trace_id,
+    object method, object url, object headers, object body, object ext_headers,
+):
+    """_http_request_frame with the request id and deadline as C values; None when the
+    input needs the object path (which defers to the pure twin)."""
+    cdef list spec = []
+    cdef Py_ssize_t n = _http_json_size(method, url, headers, body, spec)
+    if n < 0:
+        return None
+    return _encode_execute_request_c(rid, deadline, tenant_id, workspace_id, trace_id,
+                                     "http", "request", NULL, n, spec[0], ext_headers)
+
+
+cdef class Waiter:
+    """One caller waiting on a connection: a request, or the pending health check."""
+
+    cdef readonly object request_id
+    cdef uint64_t _rid
+    cdef readonly bint stream
+    cdef readonly bint health
+    cdef public double deadline
+    cdef public bint finished
+    cdef public object error
+    cdef public object future
+    cdef list _events  # None until the first event arrives
+    cdef Py_ssize_t _head
+    cdef object _frame
+    cdef object _result
+    cdef object _failure
+    cdef bint _has_result
+    cdef PyThread_type_lock _sem
+    cdef bint _sleeping
+    cdef bint _woken
+
+    def __init__(self, request_id, stream, deadline, health=False):
+        self.request_id = request_id
+        self._rid = request_id
+        self.stream = stream
+        self.health = health
+        self.deadline = deadline
+
+    def __dealloc__(self):
+        if self._sem != NULL and not self._sleeping:  # a sleeping thread holds a reference
+            PyThread_free_lock(self._sem)
+            self._sem = NULL
+
+    @property
+    def events(self):
+        """What arrived and was not taken yet (a copy)."""
+        return [] if self._events is None else self._events[self._head:]
+
+    @property
+    def ready(self):
+        """True when take() would not wait: an event arrived, or a failure."""
+        return self._queued() or self.error is not None
+
+    def take(self):
+        """The oldest event not taken yet; the connection's failure once none is left."""
+        if self._queued():
+            return self._pop()
+        if self.error is not None:
+            raise _policy.for_request(self.error, self.request_id)
+        raise LookupError("no event has arrived for this waiter yet")
+
+    cdef inline bint _queued(self):
+        return self._events is not None and self._head < PyList_GET_SIZE(self._events)
+
+    cdef inline object _pop(self):
+        cdef object event = <object>PyList_GET_ITEM(self._events, self._head)
+        self._head += 1
+        if self._head == PyList_GET_SIZE(self._events):
+            self._events = None
+            self._head = 0
+        return event
+
+    cdef inline int _push(self, object event) except -1:
+        if self._events is None:
+            self._events = [event]
+        else:
+            self._events.append(event)
+        return self._wake()
+
+    cdef int _wake(self) except -1:
+        fut = self.future
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(None)
+        elif self._sleeping and not self._woken:
+            self._woken = True
+            PyThread_release_lock(self._sem)
+        return 0
+
+
+cdef class ClientConnection:
+    """The client half of the protocol: requests in, frames out; bytes in, events out.
+
+    The compiled twin of ``_client_py.ClientConnection`` (see there)."""
+
+    cdef FrameBuffer _frames
+    cdef readonly object max_frame_size
+    cdef Py_ssize_t _cap
+    cdef uint64_t _next_id
+    cdef public dict outstanding
+    cdef dict _waiters
+    cdef Waiter _health
+    cdef public object credits
+    cdef public bint extended
+    cdef public bint closed
+    cdef public object error
+    cdef public object config
+    cdef public object where
+    cdef public object leftover_hook
+    cdef public object broken_hook
+    cdef list _leftover
+
+    def __init__(self, max_frame_size=MAX_PAYLOAD_SIZE, request_id_seed=None, config=None,
+                 where="(not connected)"):
+        self._frames = FrameBuffer(max_frame_size)
+        self.max_frame_size = max_frame_size
+        self._cap = min(int(max_frame_size), 0x7FFFFFFFFFFF)
+        if request_id_seed is None:
+            request_id_seed = int(_wall_clock() * 1000)
+        self._next_id = request_id_seed
+        self.outstanding = {}
+        self._waiters = {}
+        self._health = None
+        self.credits = None
+        self.extended = False
+        self.closed = False
+        self.error = None
+        self.config = config if config is not None else _RuntimeConfig()
+        self.where = where
+        self.leftover_hook = None
+        self.broken_hook = None
+        self._leftover = None
+
+    # ------------------------------------------------------------ requests (low level)
+    def next_request_id(self):
+        """A counter seeded with the current time in ms, as the released SDK does."""
+        return PyLong_FromUnsignedLongLong(vf_next_id(&self._next_id))
+
+    def send_http(self, request_id, tenant_id, workspace_id, trace_id, deadline_at_ms,
+                  method, url, headers, body, stream=False):
+        """The frame for one http request; registers it as outstanding."""
+        frame = _http_request_frame(
+            request_id, tenant_id, workspace_id, trace_id, deadline_at_ms, method, url,
+            headers, body, _STREAM_OPT_IN if stream else None,
+        )
+        if PyBytes_GET_SIZE(frame) - 4 > self._cap:
+            raise FrameTooLargeError(PyBytes_GET_SIZE(frame) - 4, self.max_frame_size)
+        if self.closed:
+            raise ProtocolError("the connection is closed")
+        self.outstanding[request_id] = bool(stream)
+        return frame
+
+    def send_health_check(self):
+        return _HEALTH_CHECK_FRAME
+
+    def send_cancel(self, request_id):
+        """Ask the runtime to abandon a request; its terminal response still arrives."""
+        return encode_cancel_request(request_id)
+
+    def forget(self, request_id):
+        """Stop waiting for a request; late frames for it are dropped."""
+        w = self._waiters.pop(request_id, None)
+        if w is not None:
+            (<Waiter>w).finished = True
+
+    # ------------------------------------------------------------ requests (drivers)
+    def open_request(self, request, stream=False):
+        """Build the frame for ``request`` and register its waiter: (waiter, frame)."""
+        cdef Waiter w = self._open(request, bool(stream))
+        frame = w._frame
+        w._frame = None
+        return w, frame
+
+    cdef Waiter _open(self, object request, bint stream):
+        cdef object config = self.config
+        cdef object timeout_ms = request.timeout_ms
+        cdef double now_ms = _wall_ms()
+        cdef long long timeout_c = -1
+        cdef uint64_t rid
+        cdef Waiter w
+        cdef object rid_obj, deadline_ms, frame
+        if not timeout_ms:
+            timeout_ms = config.timeout_ms
+        if PyLong_CheckExact(timeout_ms):
+            timeout_c = _as_ll(timeout_ms)
+            if timeout_c == -1 and PyErr_Occurred():
+                PyErr_Clear()
+        if 0 <= timeout_c < (1LL << 40):
+            deadline_ms = None  # the C value below serves
+        else:
+            deadline_ms = int(now_ms) + timeout_ms  # what the pure twin computes, any type
+        if self.closed:
+            raise _policy.for_request(self._closed_error(), 0)
+        rid = vf_next_id(&self._next_id)
+        rid_obj = PyLong_FromUnsignedLongLong(rid)
+        body = request.body
+        if (isinstance(body, (bytes, str))) and len(body) > self._cap:
+            raise _policy.too_large(len(body), self.max_frame_size, rid_obj)
+        tenant = request.tenant_id or config.tenant_id
+        workspace = request.workspace_id or config.workspace_id
+        ext = _STREAM_OPT_IN if stream else None
+        try:
+            frame = None
+            if deadline_ms is None:
+                frame = _http_request_frame_c(
+                    rid, <uint64_t>(<long long>now_ms + timeout_c), tenant, workspace,
+                    request.trace_id, request.method, request.url, request.headers, body, ext,
+                )
+                if frame is None:
+                    deadline_ms = PyLong_FromLongLong(<long long>now_ms + timeout_c)
+            if frame is None:
+                frame = _http_request_frame(
+                    rid_obj, tenant, workspace, request.trace_id, deadline_ms, request.method,
+                    request.url, request.headers, body, ext,
+                )
+        except ProtocolError as exc:
+            raise _policy.invalid_request(exc, rid_obj) from None
+        if PyBytes_GET_SIZE(frame) - 4 > self._cap:
+            raise _policy.too_large(PyBytes_GET_SIZE(frame) - 4, self.max_frame_size, rid_obj)
+        w = Waiter.__new__(Waiter)
+        w.request_id = rid_obj
+        w._rid = rid
+        w.stream = stream
+        if timeout_c >= 0:
+            w.deadline = _now() + timeout_c / 1000.0 + _GRACE_S
+        else:
+            w.deadline = _now() + PyFloat_AsDouble(timeout_ms) / 1000.0 + _GRACE_S
+        w._frame = frame
+        if self.closed:
+            raise _policy.for_request(self._closed_error(), rid_obj)
+        self.outstanding[rid_obj] = stream
+        self._waiters[rid_obj] = w
+        return w
+
+    def open_health(self, timeout_ms):
+        """Register the (single) pending health check; returns it and the frame."""
+        cdef Waiter w = Waiter(0, False, _now() + timeout_ms / 1000.0, True)
+        if self.closed:
+            raise self._closed_error()
+        if self._health is not None:
+            raise RuntimeError("a health check is already pending on this connection")
+        self._health = w
+        return w, _HEALTH_CHECK_FRAME
+
+    def give_up(self, Waiter waiter):
+        """Stop waiting; the CancelRequest frame to send when the runtime can act on it."""
+        return self._give_up(waiter)
+
+    cdef object _give_up(self, Waiter w):
+        cdef Py_ssize_t extra
+        w.finished = True
+        if w.health:
+            if self._health is w:
+                self._health = None
+            return None
+        rid = w.request_id
+        if <PyObject *>PyDict_GetItem(self._waiters, rid) == <PyObject *>w:
+            PyDict_DelItem(self._waiters, rid)
+        extra = len(self.outstanding) - len(self._waiters)
+        if extra > _MAX_ABANDONED:
+            old = [r for r in self.outstanding if r not in self._waiters][:1024]
+            for r in old:
+                del self.outstanding[r]
+        if PyDict_Contains(self.outstanding, rid) and self.extended and not self.closed:
+            return encode_cancel_request(rid)
+        return None
+
+    def fail(self, exc):
+        """Close the connection: every waiter gets ``exc``. False if already closed."""
+        return self._fail(exc)
+
+    cdef bint _fail(self, object exc) except -1:
+        cdef Waiter w
+        if self.closed:
+            return False
+        self.closed = True
+        self.error = exc
+        waiters = list(self._waiters.values())
+        if self._health is not None:
+            waiters.append(self._health)
+        self._waiters.clear()
+        self._health = None
+        self.outstanding.clear()
+        for w in waiters:
+            w.error = exc
+            w.finished = True
+        for w in waiters:
+            w._wake()
+        return True
+
+    def close(self):
+        """Close: waiters still waiting fail with TRANSIENT."""
+        self._fail(_policy.client_closed())
+
+    def _closed_error(self):
+        return self.error if self.error is not None else _policy.client_closed()
+
+    def response(self, event):
+        """An HTTPResponse, or the ConnectorException the released SDK raises for it."""
+        return self._response(event)
+
+    cdef object _response(self, object event):
+        rid, error_class, error_message, payload, duration_us = event
+        if error_class != 0:
+            raise _policy.runtime_error(error_class, error_message, rid)
+        if not payload:
+            raise _policy.empty_payload(rid)
+        if PyBytes_CheckExact(payload):
+            parts = _fast_response(<const uint8_t *>PyBytes_AS_STRING(payload),
+                                   PyBytes_GET_SIZE(payload))
+            if parts is not None:
+                return _new_response(rid, <object>PyTuple_GET_ITEM(parts, 0),
+                                     <object>PyTuple_GET_ITEM(parts, 1),
+                                     <object>PyTuple_GET_ITEM(parts, 2), duration_us)
+        try:
+            status, headers, body, _streaming = _py.decode_http_response_payload(payload)
+        except ProtocolError as exc:
+            raise _policy.unreadable_payload(exc, rid) from None
+        return _new_response(rid, status, headers, body, duration_us)
+
+    # ------------------------------------------------------------ receiving
+    def get_buffer(self, sizehint=-1):
+        return self._frames.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes):
+        """Account for bytes received into get_buffer(); deliver what they complete;
+        return the events no waiter took (ProtocolError: the connection must close)."""
+        if self.closed:
+            return []
+        self._frames.buffer_updated(nbytes)
+        return self._deliver(None) or []
+
+    def receive_data(self, data):
+        """Feed received bytes; as buffer_updated()."""
+        if self.closed:
+            return []
+        self._frames.feed(data)
+        return self._deliver(None) or []
+
+    def received(self, nbytes):
+        """buffer_updated() for a driver with hooks (the asyncio protocol)."""
+        cdef list leftover
+        try:
+            leftover = self.buffer_updated(nbytes)
+        except ProtocolError:
+            hook = self.broken_hook
+            if hook is not None:
+                hook(self._closed_error())
+            return
+        if leftover and self.leftover_hook is not None:
+            self.leftover_hook(leftover)
+
+    cdef list _deliver(self, Waiter me):
+        """Deliver every complete frame; the events no waiter took (None: none). ``me``:
+        the reading thread's own execute() waiter, whose answer is decoded in place."""
+        cdef list leftover
+        self._leftover = None
+        try:
+            self._frames_in_place(me)
+        except ProtocolError as exc:
+            self._fail(_policy.bad_frame(exc, isinstance(exc, FrameTooLargeError)))
+            raise
+        finally:
+            leftover = self._leftover
+            self._leftover = None
+        return leftover
+
+    cdef inline int _keep(self, object event) except -1:
+        if self._leftover is None:
+            self._leftover = [event]
+        else:
+            self._leftover.append(event)
+        return 0
+
+    cdef int _frames_in_place(self, Waiter me) except -1:
+        cdef FrameBuffer fb = self._frames
+        cdef Py_ssize_t avail
+        cdef int64_t length
+        cdef const uint8_t *p
+        while True:
+            if fb._error is not None:
+                raise fb._error
+            avail = fb._end - fb._start
+            if avail < 4:
+                break
+            p = fb._blk.data + fb._start
+            length = (<int64_t>p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]
+            if length == 0 or length > fb._limit:
+                fb.next_frame()  # raises, and the error sticks, as for the frame API
+            if avail < 4 + length:
+                break
+            self._on_frame(p[4], p + 5, length - 1, me)
+            fb._start += 4 + length
+        if fb._start == fb._end and fb._blk is not None:
+            fb._start = fb._end = 0
+            if fb._blk.cap > _SHRINK_ABOVE and fb._win is None:
+                fb._blk = None  # a one-off huge frame should not pin its memory
+        return 0
+
+    cdef int _on_frame(self, int mtype, const uint8_t *body, int64_t n, Waiter me) except -1:
+        cdef _Tab t
+        cdef int64_t p, d_start = -1, d_count
+        cdef uint64_t rid
+        cdef int ec
+        cdef bint ambiguous = False
+        cdef Waiter owner
+        cdef PyObject *items[5]
+        cdef object rid_obj, ec_obj, message, payload, duration, data, event
+        if mtype == _EXECUTE_RESPONSE:
+            # decode_execute_response's checks, in its order, on the bytes where they lie
+            if n < 4:
+                raise ProtocolError(f"ExecuteResponse: {n} bytes is too short for a FlatBuffers root")
+            _tab_init(&t, body, n, vf_rd_u32(body), "ExecuteResponse")
+            p = _field(&t, 0, 8, "ExecuteResponse.request_id")
+            rid = vf_rd_u64(t.buf + p) if p else 0
+            p = _field(&t, 1, 1, "ExecuteResponse.error_class")
+            ec = <int8_t>t.buf[p] if p else 0
+            message = _string(&t, 2, "ExecuteResponse.error_message")
+            d_count = _vector(&t, 3, 1, "ExecuteResponse.payload", &d_start)
+            duration = _u64_field(&t, 4, "ExecuteResponse.duration_us")
+            if me is not None and rid == me._rid and not me.health:
+                rid_obj = me.request_id  # the usual case: the reader's own answer
+            else:
+                rid_obj = PyLong_FromUnsignedLongLong(rid)
+            owner = self._owner(rid_obj, &ambiguous)
+            if owner is me and me is not None and not me.stream and not me._queued():
+                self._answer_in_place(me, rid_obj, ec, message, t.buf, d_start, d_count,
+                                      duration)
+                return 0
+            payload = b"" if d_start < 0 else _bytes_from(<const char *>t.buf + d_start, d_count)
+            ec_obj = ec
+            items[0] = <PyObject *>rid_obj
+            items[1] = <PyObject *>ec_obj
+            items[2] = <PyObject *>message
+            items[3] = <PyObject *>payload
+            items[4] = <PyObject *>duration
+            event = _named(ExecuteResponseFrame, items, 5)
+            if owner is not None:
+                owner.finished = True
+                owner._push(event)
+            else:
+                if ambiguous:
+                    _log.warning(
+                        "dropping a request_id-0 answer from the runtime (%s): it could "
+                        "belong to any of several requests in flight", message)
+                self._keep(event)
+        elif mtype == _STREAM_CHUNK:
+            if n < 4:
+                raise ProtocolError(f"StreamChunk: {n} bytes is too short for a FlatBuffers root")
+            _tab_init(&t, body, n, vf_rd_u32(body), "StreamChunk")
+            rid_obj = _u64_field(&t, 0, "StreamChunk.request_id")
+            data = _byte_vector(&t, 1, "StreamChunk.data")
+            self.extended = True
+            if not self.outstanding.get(rid_obj):
+                return 0  # stray: finished, unknown, or a request that never opted in
+            items[0] = <PyObject *>rid_obj
+            items[1] = <PyObject *>data
+            event = _named(_StreamDataReceived, items, 2)
+            owner = <Waiter>self._waiters.get(rid_obj)
+            if owner is not None:
+                owner._push(event)
+            else:
+                self._keep(event)
+        elif mtype == _STREAM_START:
+            s = decode_stream_start(_bytes_from(<const char *>body, n))
+            self.extended = True
+            if not self.outstanding.get(s.request_id):
+                return 0
+            event = _StreamStarted(s.request_id, s.status_code, dict(s.headers), s.is_streaming)
+            owner = <Waiter>self._waiters.get(s.request_id)
+            if owner is not None:
+                owner._push(event)
+            else:
+                self._keep(event)
+        elif mtype == _HEALTH_RESPONSE:
+            h = decode_health_response(_bytes_from(<const char *>body, n))
+            event = _HealthReceived(h.healthy, h.message, h.active_requests, h.available_credits)
+            self.extended = True
+            owner = self._health
+            if owner is not None:
+                self._health = None
+                owner.finished = True
+                owner._push(event)
+            else:
+                self._keep(event)
+        elif mtype == _CREDIT_UPDATE:
+            u = decode_credit_update(_bytes_from(<const char *>body, n))
+            self.extended = True
+            self.credits = u.total_credits
+            self._keep(_CreditsUpdated(u.credit_delta, u.total_credits))
+        else:
+            _log.debug("ignoring message type %d from the runtime", mtype)
+        return 0
+
+    cdef Waiter _owner(self, object rid, bint *ambiguous):
+        """The waiter a terminal response belongs to (None: nobody waits), marking the
+        request answered; the request_id-0 rule of _client_py."""
+        cdef dict outstanding = self.outstanding
+        cdef PyObject *w
+        cdef Py_ssize_t candidates
+        if PyDict_Contains(outstanding, rid):
+            PyDict_DelItem(outstanding, rid)
+            w = PyDict_GetItem(self._waiters, rid)
+            if w == NULL:
+                return None
+            owner = <Waiter>w
+            PyDict_DelItem(self._waiters, rid)
+            return owner
+        if rid != 0:
+            return None  # late (its caller left long ago) or unknown
+        health = self._health if not self.extended else None
+        candidates = len(outstanding) + (1 if health is not None else 0)
+        if candidates != 1:
+            ambiguous[0] = candidates > 1
+            return None
+        if health is not None:
+            self._health = None
+            return <Waiter>health
+        only = next(iter(outstanding))
+        del outstanding[only]
+        return <Waiter>self._waiters.pop(only, None)
+
+    cdef int _answer_in_place(self, Waiter me, object rid, int ec, object message,
+                              const uint8_t *buf, int64_t start, int64_t count,
+                              object duration) except -1:
+        """The reading thread's own answer, decoded from the receive block: me._result
+        (an HTTPResponse) or me._failure (the ConnectorException to raise)."""
+        me.finished = True
+        me._has_result = True
+        if ec != 0:
+            me._failure = _policy.runtime_error(ec, message, rid)
+            return 0
+        if start < 0 or count == 0:
+            me._failure = _policy.empty_payload(rid)
+            return 0
+        parts = _fast_response(buf + start, count)
+        if parts is not None:
+            me._result = _new_response(rid, <object>PyTuple_GET_ITEM(parts, 0),
+                                       <object>PyTuple_GET_ITEM(parts, 1),
+                                       <object>PyTuple_GET_ITEM(parts, 2), duration)
+            return 0
+        try:
+            status, headers, body, _streaming = _py.decode_http_response_payload(
+                _bytes_from(<const char *>buf + start, count))
+        except ProtocolError as exc:
+            me._failure = _policy.unreadable_payload(exc, rid)
+            return 0
+        me._result = _new_response(rid, status, headers, body, duration)
+        return 0
+
+
+cdef class BlockingChannel:
+    """The blocking I/O engine of one runtime connection (the sync client's driver).
+
+    The compiled twin of ``_client_py.BlockingChannel`` (see there)."""
+
+    cdef readonly ClientConnection conn
+    cdef object _sock
+    cdef int _fd
+    cdef PyThread_type_lock _send_lock
+    cdef bint _reading
+    cdef list _sleepers
+    cdef int _io
+    cdef bint _shut
+    cdef double _rcvtimeo
+    cdef double _sndtimeo
+    cdef list _cancels
+    cdef public object reconnect
+
+    def __cinit__(self):
+        self._send_lock = PyThread_allocate_lock()
+        if self._send_lock == NULL:
+            raise MemoryError()
+
+    def __init__(self, ClientConnection conn, sock):
+        self.conn = conn
+        self._sock = sock
+        self._sleepers = []
+        self._cancels = []
+        sock.settimeout(None)  # blocking; SO_RCVTIMEO/SO_SNDTIMEO bound each call
+        self._fd = sock.fileno() if _use_fd else -1
+
+    def __dealloc__(self):
+        if self._send_lock != NULL:
+            PyThread_free_lock(self._send_lock)
+            self._send_lock = NULL
+
+    @property
+    def closed(self):
+        return self.conn.closed
+
+    # ------------------------------------------------------------ round trips
+    def execute(self, request):
+        """Send ``request``, wait for its answer, return it as an HTTPResponse."""
+        cdef ClientConnection conn = self.conn
+        cdef Waiter w
+        if conn.closed and self.reconnect is not None:
+            return self.reconnect().execute(request)
+        w = conn._open(request, False)
+        frame = w._frame
+        w._frame = None
+        try:
+            self._send(frame, w)
+            event = self._wait(w, True)
+        except BaseException:
+            if not w.finished:  # interrupted (KeyboardInterrupt): cancel, forget
+                self._give_up(w)
+            raise
+        if w._has_result:
+            if w._failure is not None:
+                raise w._failure
+            return w._result
+        return conn._response(event)
+
+    def start(self, request):
+        """Send a streaming request; its events come from next_event()."""
+        cdef Waiter w = self.conn._open(request, True)
+        frame = w._frame
+        w._frame = None
+        self._send(frame, w)
+        return w
+
+    def health(self, timeout_ms):
+        """Send a HealthCheck; its answer (HealthReceived, or a released runtime's
+        request_id-0 ResponseReceived)."""
+        cdef Waiter w
+        w, frame = self.conn.open_health(timeout_ms)
+        try:
+            self._send(frame, w)
+            return self._wait(w, False)
+        except _ConnectorException as exc:
+            if exc.error_class == _TIMEOUT_CLASS:
+                raise _policy.health_timed_out(self.conn.where, timeout_ms) from None
+            raise
+        finally:
+            if not w.finished:
+                self.conn._give_up(w)
+
+    def next_event(self, Waiter waiter):
+        """The waiter's next event, reading the socket for everybody as needed."""
+        return self._wait(waiter, False)
+
+    def give_up(self, Waiter waiter):
+        """Stop waiting for a request; cancel it at the runtime when it can."""
+        self._give_up(waiter)
+
+    def send(self, frame, Waiter waiter):
+        """Send one whole frame under the send lock, within the waiter's deadline."""
+        self._send(frame, waiter)
+
+    def close(self, exc=None):
+        """Close: every waiter fails (with ``exc``, default: the client was closed)."""
+        self.conn._fail(exc if exc is not None else _policy.client_closed())
+        self._shutdown()
+
+    cdef int _give_up(self, Waiter w) except -1:
+        cancel = self.conn._give_up(w)
+        if cancel is not None:
+            self._send_quietly(cancel)
+        return 0
+
+    # ------------------------------------------------------------ sending
+    cdef bint _lock_send(self, double deadline) except -1:
+        """Take the send lock before ``deadline`` (GIL released while waiting)."""
+        cdef PyLockStatus r
+        cdef long long us
+        cdef double remaining
+        if PyThread_acquire_lock(self._send_lock, NOWAIT_LOCK):
+            return True
+        while True:
+            remaining = deadline - _now()
+            if remaining <= 0:
+                return PyThread_acquire_lock(self._send_lock, NOWAIT_LOCK) != 0
+            us = <long long>(remaining * 1e6)
+            if us > 0x7FFFFFFFFFFF:
+                us = 0x7FFFFFFFFFFF
+            with nogil:
+                r = PyThread_acquire_lock_timed(self._send_lock, us, 1)
+            if r == PY_LOCK_ACQUIRED:
+                return True
+            if r != PY_LOCK_INTR:
+                return False
+            PyErr_CheckSignals()
+
+    cdef int _send(self, object frame, Waiter w) except -1:
+        cdef double remaining = w.deadline - _now()
+        cdef ClientConnection conn = self.conn
+        if not self._lock_send(w.deadline):
+            conn._give_up(w)
+            raise _policy.send_timed_out(conn.where, w.request_id)
+        try:
+            if self._shut:
+                conn._give_up(w)
+                raise _policy.for_request(conn._closed_error(), w.request_id)
+            err = self._write(frame, remaining)
+            if err is not None:
+                self._fail(_policy.connection_lost(err, True))
+                if isinstance(err, _TIMED_OUT):  # the send timeout expired mid-frame
+                    raise _policy.send_stalled(conn.where, w.request_id) from None
+                raise _policy.for_request(conn._closed_error(), w.request_id) from err
+        finally:
+            self._unlock_send()
+        return 0
+
+    cdef int _send_quietly(self, object frame) except -1:
+        """A CancelRequest: sent now if the socket is free, else queued for the thread
+        sending a frame, which sends it right after (never mid-frame, never waiting)."""
+        self._cancels.append(frame)
+        if PyThread_acquire_lock(self._send_lock, NOWAIT_LOCK):
+            self._unlock_send()
+        return 0
+
+    cdef int _unlock_send(self) except -1:
+        """Release the send lock, first sending the CancelRequests queued meanwhile
+        (checking the queue and releasing happen without letting another thread in)."""
+        cdef list pending
+        while True:
+            pending = self._cancels
+            if not pending or self._shut:
+                self._cancels = []
+                PyThread_release_lock(self._send_lock)
+                return 0
+            self._cancels = []
+            for frame in pending:
+                err = self._write(frame, self._sndtimeo if self._sndtimeo > 0 else 1.0)
+                if err is not None:
+                    self._fail(_policy.connection_lost(err, True))
+                    break
+
+    cdef object _write(self, object frame, double remaining):
+        """Write the whole frame (send lock held); None, or the OSError that ended it
+        (after which the byte stream is broken: the caller closes the connection)."""
+        cdef const char *p = PyBytes_AS_STRING(frame)
+        cdef Py_ssize_t total = PyBytes_GET_SIZE(frame), off = 0, k
+        cdef int err = 0
+        cdef int fd = self._fd
+        self._io += 1
+        try:
+            if self._sndtimeo == 0.0 or not (0.9 * self._sndtimeo <= remaining <= self._sndtimeo):
+                self._sndtimeo = self._set_timeout(1, remaining)
+            if fd < 0:
+                try:
+                    self._sock.sendall(frame)
+                except OSError as exc:
+                    return exc
+                return None
+            # Usually the socket takes the whole frame at once: try without releasing
+            # the GIL (MSG_DONTWAIT); only a full socket buffer waits with it released.
+            k = vf_io_send_now(fd, p, total, &err)
+            if k > 0:
+                off = k
+            elif k < 0 and not VF_EAGAIN(err) and err != EINTR:
+                return OSError(err, _os.strerror(err))
+            while off < total:
+                with nogil:
+                    k = vf_io_send(fd, p + off, total - off, &err)
+                if k >= 0:
+                    off += k
+                elif err == EINTR:
+                    try:
+                        PyErr_CheckSignals()
+                    except BaseException:
+                        if off:  # part of the frame is out: the byte stream is broken
+                            self._fail(_policy.connection_lost("interrupted while sending", True))
+                        raise
+                elif VF_EAGAIN(err):
+                    return TimeoutError(err, "the runtime stopped reading (send timed out)")
+                else:
+                    return OSError(err, _os.strerror(err))
+            return None
+        finally:
+            self._exit_io()
+
+    cdef double _set_timeout(self, int sending, double seconds) except -1.0:
+        if seconds < 0.001:
+            seconds = 0.001
+        if self._fd >= 0:
+            vf_io_timeout(self._fd, sending, seconds)
+        else:
+            # the socket object has one timeout for both directions: both caches follow
+            self._sock.settimeout(seconds)
+            self._rcvtimeo = self._sndtimeo = seconds
+        return seconds
+
+    # ------------------------------------------------------------ receiving
+    cdef object _wait(self, Waiter w, bint execute):
+        """The waiter's next event; for execute() also its answer decoded in place
+        (then None is returned and w._has_result is set)."""
+        cdef double remaining
+        try:
+            while True:
+                if w._has_result:
+                    return None
+                if w._queued():
+                    return w._pop()
+                if w.error is not None:
+                    raise _policy.for_request(w.error, w.request_id)
+                remaining = w.deadline - _now()
+                if remaining <= 0:
+                    self._give_up(w)
+                    raise _policy.timed_out(self.conn.where, w.request_id)
+                if not self._reading:
+                    self._reading = True
+                    try:
+                        self._read(remaining, w if execute else None)
+                    finally:
+                        self._reading = False
+                else:
+                    self._sleep(w, remaining)
+        finally:
+            self._hand_off()
+
+    cdef int _sleep(self, Waiter w, double remaining) except -1:
+        cdef PyLockStatus r
+        cdef long long us = <long long>(remaining * 1e6)
+        if w._sem == NULL:
+            w._sem = PyThread_allocate_lock()
+            if w._sem == NULL:
+                raise MemoryError()
+            PyThread_acquire_lock(w._sem, NOWAIT_LOCK)  # held: sleeping is acquiring it again
+        if us > 0x7FFFFFFFFFFF:
+            us = 0x7FFFFFFFFFFF
+        w._sleeping = True
+        w._woken = False
+        self._sleepers.append(w)
+        with nogil:
+            r = PyThread_acquire_lock_timed(w._sem, us, 1)
+        w._sleeping = False
+        if r != PY_LOCK_ACQUIRED and w._woken:
+            PyThread_acquire_lock(w._sem, NOWAIT_LOCK)  # the wake-up raced the timeout
+        if w in self._sleepers:
+            self._sleepers.remove(w)
+        if r == PY_LOCK_INTR:
+            PyErr_CheckSignals()
+        return 0
+
+    cdef int _hand_off(self) except -1:
+        """Nobody reads: wake a sleeper to take the reading over."""
+        cdef Waiter s
+        if self._reading:
+            return 0
+        for s in self._sleepers:
+            if not s._woken:
+                s._wake()
+                return 0
+        return 0
+
+    cdef int _read(self, double timeout, Waiter me) except -1:
+        """One receive (bounded by ``timeout``), delivered to the waiters."""
+        cdef ClientConnection conn = self.conn
+        cdef FrameBuffer fb = conn._frames
+        cdef Py_ssize_t n = 0, room
+        cdef int err = 0
+        cdef int fd = self._fd
+        cdef uint8_t *dst
+        if self._shut:
+            return 0
+        self._io += 1
+        try:
+            if self._rcvtimeo == 0.0 or not (0.9 * self._rcvtimeo <= timeout <= self._rcvtimeo):
+                self._rcvtimeo = self._set_timeout(0, timeout)
+            if fd >= 0:
+                room = _recv_room(fb)
+                dst = fb._blk.data + fb._end
+                with nogil:
+                    n = vf_io_recv(fd, dst, room, &err)
+                if n > 0:
+                    fb._end += n
+            else:
+                try:
+                    n = self._sock.recv_into(fb.get_buffer())
+                except _TIMED_OUT:
+                    return 0
+                except OSError as exc:
+                    self._fail(_policy.connection_lost(exc))
+                    return 0
+                if n > 0:
+                    fb.buffer_updated(n)
+        finally:
+            self._exit_io()
+        if n < 0:
+            if VF_EAGAIN(err):
+                return 0  # the receive timeout expired
+            if err == EINTR:
+                PyErr_CheckSignals()
+                return 0
+            self._fail(_policy.connection_lost(OSError(err, _os.strerror(err))))
+            return 0
+        if n == 0:
+            self._fail(_policy.closed_by_runtime())
+            return 0
+        try:
+            leftover = conn._deliver(me)
+        except ProtocolError:
+            self._fail(conn._closed_error())
+            return 0
+        if leftover is None:
+            return 0
+        for event in leftover:
+            if type(event) is ExecuteResponseFrame:
+                _log.debug("dropping a response for request %d: nobody waits",
+                           (<tuple>event)[0])
+        return 0
+
+    # ------------------------------------------------------------ the socket's life
+    cdef int _exit_io(self) except -1:
+        self._io -= 1
+        if self._shut and self._io == 0:
+            self._sock.close()
+        return 0
+
+    cdef int _fail(self, object exc) except -1:
+        if self.conn._fail(exc):
+            _log.warning("%s", exc.message)
+        self._shutdown()
+        return 0
+
+    cdef int _shutdown(self) except -1:
+        """Wake any thread blocked on the socket; close it once nobody is inside a call."""
+        if self._shut:
+            return 0
+        self._shut = True
+        if self._fd >= 0:
+            vf_io_shutdown(self._fd)
+        else:
+            try:
+                self._sock.shutdown(2)
+            except OSError:
+                pass
+        if self._io == 0:
+            self._sock.close()
+        return 0
+
+
+cdef Py_ssize_t _recv_room(FrameBuffer fb) except -1:
+    """FrameBuffer.get_buffer()'s sizing (a whole receive window, or room for the rest of
+    a partly received frame), without making a memoryview; the room after fb._end."""
+    cdef Py_ssize_t need = _RECV_CHUNK, pending = fb._end - fb._start, want
+    cdef const uint8_t *hdr
+    if pending >= 4 and fb._blk is not None:
+        hdr = fb._blk.data + fb._start
+        want = ((<Py_ssize_t>hdr[0] << 24) | (hdr[1] << 16) | (hdr[2] << 8) | hdr[3]) + 4 - pending
+        if want > need and want <= fb._limit + 4:
+            need = want
+    fb._win = None
+    fb._reserve(need)
+    return fb._blk.cap - fb._end

@@ -16,12 +16,28 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
-
-import flatbuffers
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import FrameTooLargeError, ProtocolError
 from ..types import MAX_PAYLOAD_SIZE
+from .frames import (
+    _KV_MAX_ENTRIES,
+    _KV_SLACK,
+    _kv_amplified,
+    _kv_too_many,
+    CancelRequestFrame,
+    CreditUpdateFrame,
+    ExecuteRequestFrame,
+    ExecuteResponseFrame,
+    HealthResponseFrame,
+    HTTPRequestPayload,
+    HTTPResponsePayload,
+    StreamChunkFrame,
+    StreamStartFrame,
+)
+
+if TYPE_CHECKING:
+    import flatbuffers
 
 __all__ = [
     "CancelRequestFrame",
@@ -79,66 +95,25 @@ _U8 = struct.Struct("<B")
 Headers = Sequence[Tuple[str, str]]
 
 
-class ExecuteRequestFrame(NamedTuple):
-    request_id: int
-    tenant_id: str
-    workspace_id: Optional[str]
-    trace_id: Optional[str]
-    connector_name: str
-    operation: str
-    deadline_at_ms: int
-    payload: bytes
-    headers: List[Tuple[str, str]]
+_Builder: Any = None
 
 
-class ExecuteResponseFrame(NamedTuple):
-    request_id: int
-    error_class: int
-    error_message: Optional[str]
-    payload: bytes
-    duration_us: int
+def _load_flatbuffers() -> Any:
+    """The official runtime, imported on first need: it pulls in numpy whenever numpy is
+    installed (about 125 ms of ``import vastar_fast``), and only this twin's encoders use
+    it. A FrameBuffer loads it too, so that the import happens when a connection is made,
+    not inside the first answer a runtime encodes (whose deadline is already running)."""
+    global _Builder
+    if _Builder is None:
+        from flatbuffers import Builder
+
+        _Builder = Builder
+    return _Builder
 
 
-class HealthResponseFrame(NamedTuple):
-    healthy: bool
-    message: Optional[str]
-    active_requests: int
-    available_credits: int
-
-
-class CreditUpdateFrame(NamedTuple):
-    credit_delta: int
-    total_credits: int
-
-
-class StreamStartFrame(NamedTuple):
-    request_id: int
-    status_code: int
-    headers: List[Tuple[str, str]]
-    is_streaming: bool
-
-
-class StreamChunkFrame(NamedTuple):
-    request_id: int
-    data: bytes
-
-
-class CancelRequestFrame(NamedTuple):
-    request_id: int
-
-
-class HTTPRequestPayload(NamedTuple):
-    method: str
-    url: str
-    headers: Dict[str, str]
-    body: str
-
-
-class HTTPResponsePayload(NamedTuple):
-    status_code: int
-    headers: Dict[str, str]
-    body: bytes
-    is_streaming: bool
+def _builder(initial_size: int) -> flatbuffers.Builder:
+    """A flatbuffers.Builder."""
+    return (_Builder or _load_flatbuffers())(initial_size)
 
 
 # --------------------------------------------------------------------------- framing
@@ -166,6 +141,8 @@ class FrameBuffer:
     __slots__ = ("_buf", "_error", "_max", "_pos", "_recv")
 
     def __init__(self, max_frame_size: int = MAX_PAYLOAD_SIZE) -> None:
+        if _Builder is None:
+            _load_flatbuffers()  # a connection is being made: it will encode soon
         self._buf = bytearray()
         self._pos = 0
         self._max = max_frame_size
@@ -343,26 +320,6 @@ class _Table:
         return out
 
 
-# KeyValue lists are decoded into one (key, value) pair per vector element, and a
-# FlatBuffers vector may point at one table many times: without a bound a 14 KB frame
-# decodes into megabytes of strings. The bound: at most _KV_MAX_ENTRIES entries, and
-# their characters may not outnumber the frame's own bytes (plus slack for builders that
-# share one string between equal values).
-_KV_MAX_ENTRIES = 4096
-_KV_SLACK = 65536
-
-
-def _kv_too_many(what: str, count: int) -> str:
-    return f"{what}: {count} entries, more than the {_KV_MAX_ENTRIES} any frame may carry"
-
-
-def _kv_amplified(what: str) -> str:
-    return (
-        f"{what}: its keys and values decode to more text than the frame holds (entries "
-        "pointing at the same table many times); send each entry once"
-    )
-
-
 def _root(buf: bytes, what: str) -> _Table:
     if len(buf) < 4:
         raise ProtocolError(f"{what}: {len(buf)} bytes is too short for a FlatBuffers root")
@@ -475,7 +432,7 @@ def encode_execute_request(
     headers: Optional[Headers] = None,
 ) -> bytes:
     """A whole ExecuteRequest frame (length prefix, type byte, FlatBuffers table)."""
-    b = flatbuffers.Builder(256 + len(payload))
+    b = _builder(256 + len(payload))
     tenant = _string(b, tenant_id, "tenant_id")
     workspace = _string(b, workspace_id, "workspace_id") if workspace_id is not None else 0
     trace = _string(b, trace_id, "trace_id") if trace_id is not None else 0
@@ -508,7 +465,7 @@ def encode_execute_response(
     duration_us: int,
 ) -> bytes:
     """A whole ExecuteResponse frame."""
-    b = flatbuffers.Builder(128 + (len(payload) if payload else 0))
+    b = _builder(128 + (len(payload) if payload else 0))
     msg = _string(b, error_message, "error_message") if error_message is not None else 0
     body = b.CreateByteVector(payload) if payload is not None else 0
     b.StartObject(5)
@@ -525,7 +482,7 @@ def encode_execute_response(
 
 def encode_health_check() -> bytes:
     """A HealthCheck frame (an empty HealthCheck table)."""
-    b = flatbuffers.Builder(16)
+    b = _builder(16)
     b.StartObject(0)
     b.Finish(b.EndObject())
     return _frame(_HEALTH_CHECK, b)
@@ -534,7 +491,7 @@ def encode_health_check() -> bytes:
 def encode_health_response(
     healthy: bool, message: Optional[str], active_requests: int, available_credits: int
 ) -> bytes:
-    b = flatbuffers.Builder(64)
+    b = _builder(64)
     msg = _string(b, message, "message") if message is not None else 0
     b.StartObject(4)
     b.PrependBoolSlot(0, bool(healthy), False)
@@ -547,7 +504,7 @@ def encode_health_response(
 
 
 def encode_credit_update(credit_delta: int, total_credits: int) -> bytes:
-    b = flatbuffers.Builder(32)
+    b = _builder(32)
     b.StartObject(2)
     b.PrependInt32Slot(0, credit_delta, 0)
     b.PrependUint32Slot(1, total_credits, 0)
@@ -558,7 +515,7 @@ def encode_credit_update(credit_delta: int, total_credits: int) -> bytes:
 def encode_stream_start(
     request_id: int, status_code: int, headers: Headers, is_streaming: bool
 ) -> bytes:
-    b = flatbuffers.Builder(256)
+    b = _builder(256)
     kvs = _key_values(b, headers, "StreamStart.headers") if headers else 0
     b.StartObject(4)
     b.PrependUint64Slot(0, request_id, 0)
@@ -571,7 +528,7 @@ def encode_stream_start(
 
 
 def encode_stream_chunk(request_id: int, data: bytes) -> bytes:
-    b = flatbuffers.Builder(32 + len(data))
+    b = _builder(32 + len(data))
     vec = b.CreateByteVector(data)
     b.StartObject(2)
     b.PrependUint64Slot(0, request_id, 0)
@@ -581,7 +538,7 @@ def encode_stream_chunk(request_id: int, data: bytes) -> bytes:
 
 
 def encode_cancel_request(request_id: int) -> bytes:
-    b = flatbuffers.Builder(32)
+    b = _builder(32)
     b.StartObject(1)
     b.PrependUint64Slot(0, request_id, 0)
     b.Finish(b.EndObject())

@@ -5,10 +5,10 @@ Callers import from here and never know which twin they got; ``ACCELERATED`` say
 """
 
 import os
-import platform
+import sys
 
 NO_EXTENSIONS = os.environ.get("VASTAR_FAST_NO_EXTENSIONS", "") not in ("", "0") or (
-    platform.python_implementation() != "CPython"
+    sys.implementation.name != "cpython"
 )
 
 if NO_EXTENSIONS:

@@ -16,21 +16,21 @@ class SSEParser:
     """Parse OpenAI-style ``data: {json}`` server-sent event text."""
 
     @staticmethod
-    def parse_chunk(chunk: str) -> Optional[str]:
+    def parse_chunk(sse_chunk: str) -> Optional[str]:
         """``choices[0].delta["content"]`` of one chunk, or None.
 
         Like the released parser it returns the JSON value as is, so a
         non-string ``content`` comes back unchanged.
         """
-        result: Optional[str] = scanner.parse_chunk(chunk)
+        result: Optional[str] = scanner.parse_chunk(sse_chunk)
         return result
 
     @staticmethod
-    def parse_stream(data: str) -> str:
+    def parse_stream(sse_data: str) -> str:
         """Concatenate every non-empty text delta of a whole stream."""
-        return scanner.parse_stream(data)
+        return scanner.parse_stream(sse_data)
 
     @staticmethod
-    def parse_stream_generator(data: str) -> Iterator[str]:
+    def parse_stream_generator(sse_data: str) -> Iterator[str]:
         """Yield every non-empty text delta of a whole stream, in order."""
-        yield from scanner.iter_stream(data)
+        yield from scanner.iter_stream(sse_data)

@@ -5,11 +5,11 @@ Callers import from here and never know which twin they got (the yarl
 """
 
 import os
-import platform
+import sys
 
 _NO_EXT = os.environ.get("VASTAR_FAST_NO_EXTENSIONS", "") not in ("", "0")
 
-if _NO_EXT or platform.python_implementation() != "CPython":  # pragma: no cover
+if _NO_EXT or sys.implementation.name != "cpython":  # pragma: no cover
     from ._scanner_py import (
         SSEDecoder,
         SSEEvent,

@@ -1,0 +1,75 @@
+"""What ``import vastar_fast`` costs: neither flatbuffers nor numpy when the compiled
+twin is live (the pure twin imports flatbuffers on first encode), and asyncio only when
+the asyncio client is used. Checked in fresh interpreters, with numpy installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+import vastar_fast
+
+SRC = str(Path(vastar_fast.__file__).resolve().parents[1])
+
+PROBE = r"""
+import json, sys
+def loaded():
+    return {m: m in sys.modules for m in ("flatbuffers", "numpy", "asyncio")}
+import vastar_fast
+out = {"import": loaded(), "accelerated": vastar_fast.ACCELERATED}
+from vastar_fast import HTTPRequest, RuntimeClient, SSEParser
+from vastar_fast.protocol import codec
+from vastar_fast.protocol.connection import ClientConnection
+conn = ClientConnection()
+waiter, frame = conn.open_request(HTTPRequest("GET", "http://x/"))
+conn.receive_data(codec.encode_execute_response(waiter.request_id, 0, None, b'{"status_code":200}', 1))
+RuntimeClient()
+SSEParser.parse_stream('data: {"choices":[{"delta":{"content":"x"}}]}\n\n')
+out["use"] = loaded()
+from vastar_fast import AsyncRuntimeClient
+out["async"] = loaded()
+print(json.dumps(out))
+"""
+
+
+def probe(no_extensions: str) -> Dict[str, object]:
+    env = dict(os.environ, PYTHONPATH=SRC, VASTAR_FAST_NO_EXTENSIONS=no_extensions)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: Dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def test_numpy_and_flatbuffers_are_installed_so_the_checks_mean_something() -> None:
+    assert importlib.util.find_spec("numpy") is not None
+    assert importlib.util.find_spec("flatbuffers") is not None
+
+
+def test_compiled_twin_never_imports_flatbuffers_numpy_or_asyncio_unasked() -> None:
+    try:
+        import vastar_fast.protocol._codec_c  # noqa: F401
+    except ImportError:
+        pytest.skip("compiled twin not built")
+    out = probe("0")
+    assert out["accelerated"] is True
+    assert out["import"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
+    assert out["use"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
+    assert out["async"] == {"flatbuffers": False, "numpy": False, "asyncio": True}
+
+
+def test_pure_twin_imports_flatbuffers_only_once_used() -> None:
+    out = probe("1")
+    assert out["accelerated"] is False
+    assert out["import"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
+    use = out["use"]
+    assert isinstance(use, dict) and use["flatbuffers"] is True and use["asyncio"] is False
+    assert out["async"]["asyncio"] is True  # type: ignore[index]
