@@ -183,10 +183,11 @@ def comparison_rows(doc: Mapping[str, Any]) -> List[List[str]]:
 COMPARISON_HEADER = ["suite", "case", "metric", "ours", "baseline", "ours", "baseline", "speedup"]
 
 
-def text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> List[str]:
+def text_table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: int = 3) -> List[str]:
+    """Aligned text rows; the last ``numeric`` columns are right-aligned."""
     rows = [list(map(str, r)) for r in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    right = {len(header) - 1, len(header) - 2, len(header) - 3}
+    right = set(range(len(header) - numeric, len(header)))
     out = []
     for row in [list(header), *rows]:
         cells = [

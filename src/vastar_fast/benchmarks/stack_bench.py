@@ -415,6 +415,7 @@ def first_chunk(socket_path: str, rounds: int) -> Dict[str, Any]:
         "median_us": statistics.median(gaps),
         "p99_us": gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))],
         "max_us": gaps[-1],
+        "samples_us": gaps,
     }
 
 
