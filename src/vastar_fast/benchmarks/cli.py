@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run nothing: print the tables of a saved run (and --compare, "
         "--update-readme, a fresh chart with --output)",
     )
+    p.add_argument(
+        "--max-samples",
+        type=int,
+        default=report.MAX_SAMPLES,
+        metavar="N",
+        help="samples kept per result in bench.json, an evenly spaced subset "
+        f"beyond that (default: {report.MAX_SAMPLES}; 0: all)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -404,8 +412,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             doc = run_all(
                 opts, out_dir, only, not args.no_progress, "vastar bench " + shlex.join(argv)
             )
+            report.cap_samples(doc["results"], args.max_samples)
             with open(os.path.join(out_dir, "bench.json"), "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=1)
+                json.dump(doc, f, separators=(",", ":"))
         from .chart import render
 
         chart = render(doc, os.path.join(out_dir, "bench.png"))

@@ -28,6 +28,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 SCHEMA = "vastar-bench/1"
 
+#: At most this many samples are kept per result (``vastar bench --max-samples``): a
+#: micro benchmark can time 100,000 rounds. Beyond it an evenly spaced subset, in
+#: measurement order, is kept and ``extra.samples_total`` says how many there were; the
+#: result's ``value`` is always the median of all of them.
+MAX_SAMPLES = 300
+
 #: Who produced a figure. ``released`` is the real released runtime or SDK; the
 #: ``released-approach`` rows are re-implementations of its algorithms (benchmarks/
 #: released_*.py), kept because they also run where the released stack is absent.
@@ -64,6 +70,7 @@ def result(
         if not data:
             raise ValueError(f"{suite}/{case}/{implementation}: no samples and no value")
         value = statistics.median(data)
+    data = [float(f"{s:.6g}") for s in data]
     impl = implementation.split("-")[0] if implementation.startswith("compiled-") else None
     return {
         "suite": suite,
@@ -100,6 +107,16 @@ def comparison(
         "per_run": [float(r) for r in per_run],
         "note": note,
     }
+
+
+def cap_samples(results: Iterable[Dict[str, Any]], limit: int = MAX_SAMPLES) -> None:
+    """Keep at most ``limit`` samples per result (see :data:`MAX_SAMPLES`), in place."""
+    for r in results:
+        total = len(r["samples"])
+        if limit > 0 and total > limit:
+            step = total / limit
+            r["samples"] = [r["samples"][int(i * step)] for i in range(limit)]
+            r["extra"]["samples_total"] = total
 
 
 def validate(doc: Mapping[str, Any]) -> List[str]:
