@@ -428,7 +428,7 @@ def streaming_convert(data: Dict[str, Any], opts: Options) -> Records:
 # --------------------------------------------------------------------------- simulator
 def simulator_command(opts: Options, json_path: str) -> List[str]:
     timing = ["--duration", "1", "--repeat", "1"] if opts.quick else ["--duration", "3"]
-    return [*_module("simulator_load"), *timing, "--json", json_path]
+    return [*_module("simulator_load"), *timing, "--features", "--json", json_path]
 
 
 def simulator_missing(opts: Options) -> Optional[str]:
