@@ -25,7 +25,7 @@ from .client.sync import RuntimeClient
 from .connectors.config import ConfigError, ConnectorConfig, default_config, load_config
 from .connectors.openai import OpenAIConnectorError, OpenAIStreamConnector
 from .errors import ConnectorException
-from .services import EmbeddedServices, ServiceError, Terminated, signals_raise
+from .services import ENDPOINT_VARS, EmbeddedServices, ServiceError, Terminated, signals_raise
 
 __all__ = ["EXAMPLES", "build_parser", "main"]
 
@@ -35,7 +35,6 @@ SEQUENTIAL_PROMPTS = ("What is TypeScript?", "What is Node.js?", "What is async/
 EXAMPLES = (STREAMING_PROMPT, NON_STREAMING_PROMPT, *SEQUENTIAL_PROMPTS)
 
 _WIDTH = 61
-_ENDPOINT_VARS = ("VASTAR_SOCKET_PATH", "VASTAR_USE_TCP", "VASTAR_TCP_HOST", "VASTAR_TCP_PORT")
 
 # Symbols and their ASCII stand-ins for terminals that cannot encode them.
 _SYMBOLS = {
@@ -196,7 +195,7 @@ def _short(text: str, limit: int = 72) -> str:
 @contextlib.contextmanager
 def _without_endpoint_overrides(active: bool) -> Iterator[None]:
     """Hide VASTAR_SOCKET_PATH & co. while the demo's own runtime choice must win."""
-    saved = {k: os.environ.pop(k) for k in _ENDPOINT_VARS if active and k in os.environ}
+    saved = {k: os.environ.pop(k) for k in ENDPOINT_VARS if active and k in os.environ}
     try:
         yield
     finally:
