@@ -7,11 +7,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GENERATED = os.path.join(HERE, "_fbs_generated")
 if GENERATED not in sys.path:
     sys.path.insert(0, GENERATED)
-# bench/ holds the released SDK's algorithms re-implemented once (released_*.py); the
-# tests use them as oracles, the benchmarks as the baseline.
-BENCH = os.path.join(os.path.dirname(HERE), "bench")
-if BENCH not in sys.path:
-    sys.path.append(BENCH)
+# The released SDK's algorithms, re-implemented once, live in vastar_fast.benchmarks
+# (released_*.py): the tests use them as oracles, the benchmarks as the baseline.
 
 SHARED = os.path.abspath(os.path.join(HERE, "..", "..", "shared"))
 # Frames captured from the released SDKs and runtime. The team's shared copy wins when it

@@ -1,6 +1,6 @@
-"""``vastar bench``'s ratio table, from pytest-benchmark JSON."""
+"""``vastar bench``'s ratio table of the micro suites, from pytest-benchmark JSON."""
 
-from vastar_fast.bench_cli import ratio_table
+from vastar_fast.benchmarks.report import ratio_table
 
 
 def _bench(name: str, group: str, median: float, size: int = 0) -> dict:

@@ -15,7 +15,7 @@ commands:
   runtime     run the connector runtime daemon (Unix socket / TCP)
   simulator   run the OpenAI/Anthropic/Ollama/Cohere/Gemini endpoint simulator
   demo        start a simulator and a runtime, then run the OpenAI stream connector demo
-  bench       run the benchmark suite and print its ratio table
+  bench       run the benchmark suites; print the ratio table, write bench.json/.png
 
 `vastar <command> --help` describes each command's options.
 """
@@ -40,7 +40,7 @@ def _demo(argv: List[str]) -> int:
 
 
 def _bench(argv: List[str]) -> int:
-    from .bench_cli import main
+    from .benchmarks.cli import main
 
     return main(argv)
 

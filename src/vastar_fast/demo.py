@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 import time
-from types import FrameType
 from typing import Any, Iterator, List, Optional, TextIO, Tuple
 
 from .client.sync import RuntimeClient
 from .connectors.config import ConfigError, ConnectorConfig, default_config, load_config
 from .connectors.openai import OpenAIConnectorError, OpenAIStreamConnector
 from .errors import ConnectorException
-from .services import EmbeddedServices, ServiceError
+from .services import ENDPOINT_VARS, EmbeddedServices, ServiceError, Terminated, signals_raise
 
 __all__ = ["EXAMPLES", "build_parser", "main"]
 
@@ -37,7 +35,6 @@ SEQUENTIAL_PROMPTS = ("What is TypeScript?", "What is Node.js?", "What is async/
 EXAMPLES = (STREAMING_PROMPT, NON_STREAMING_PROMPT, *SEQUENTIAL_PROMPTS)
 
 _WIDTH = 61
-_ENDPOINT_VARS = ("VASTAR_SOCKET_PATH", "VASTAR_USE_TCP", "VASTAR_TCP_HOST", "VASTAR_TCP_PORT")
 
 # Symbols and their ASCII stand-ins for terminals that cannot encode them.
 _SYMBOLS = {
@@ -56,10 +53,6 @@ _SYMBOLS = {
     "heavy": ("═", "="),
     "light": ("─", "-"),
 }
-
-
-class _Terminated(BaseException):
-    """SIGTERM, turned into an exception so ``finally`` blocks stop the services."""
 
 
 class Output:
@@ -202,29 +195,11 @@ def _short(text: str, limit: int = 72) -> str:
 @contextlib.contextmanager
 def _without_endpoint_overrides(active: bool) -> Iterator[None]:
     """Hide VASTAR_SOCKET_PATH & co. while the demo's own runtime choice must win."""
-    saved = {k: os.environ.pop(k) for k in _ENDPOINT_VARS if active and k in os.environ}
+    saved = {k: os.environ.pop(k) for k in ENDPOINT_VARS if active and k in os.environ}
     try:
         yield
     finally:
         os.environ.update(saved)
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception so cleanup runs (main thread only)."""
-
-    def handler(signum: int, frame: Optional[FrameType]) -> None:
-        raise _Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class Demo:
@@ -432,15 +407,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo = Demo(args, out, err)
     own_endpoint = not args.config or bool(args.runtime_socket or args.runtime_tcp)
     try:
-        with _sigterm_raises(), _without_endpoint_overrides(own_endpoint):
+        with signals_raise(), _without_endpoint_overrides(own_endpoint):
             return demo.run()
     except KeyboardInterrupt:
         out.end_line()
         err.line("Interrupted; the embedded services were stopped.")
         return 130
-    except _Terminated:
+    except Terminated as exc:
         err.line("Terminated; the embedded services were stopped.")
-        return 143
+        return 128 + exc.signum
     except (ConfigError, ConnectorException, OpenAIConnectorError, ServiceError) as exc:
         out.end_line()
         return _report(err, exc)

@@ -1,22 +1,35 @@
-"""Start and stop a simulator and a runtime as subprocesses (``vastar demo``, tests, benches).
+"""The one launcher for services in subprocesses: runtime, simulator, canned runtime.
 
-Why subprocesses and not the in-process servers: the demo must show the real
-deployment shape (a runtime daemon on a Unix socket, an upstream HTTP server on a TCP
-port) and must not let the services' event loops compete with the client for the GIL,
-which would distort the time-to-first-token it prints.
+``vastar demo``, the tests and the benchmarks start every service through this module,
+so they all get the same guarantees:
 
-Every start is bounded by a timeout, and everything started is stopped again: on normal
-exit, on an exception and on Ctrl-C (``with EmbeddedServices(...)`` or ``try/finally``
-around :meth:`EmbeddedServices.stop`). Stopping sends SIGTERM, waits a grace period,
-then SIGKILLs; the temporary directory (socket, ready file, logs) is removed. On Linux
-the children also get ``PR_SET_PDEATHSIG`` so they die with a parent that is killed
-outright. Children run in their own session so a terminal Ctrl-C reaches only the
-parent, which then stops them in order.
+* **Readiness.** :meth:`ServiceProcess.start` returns only once the service answers: the
+  runtime has written its ready file (naming its own pid) and its socket exists, the
+  simulator answers ``/health``, a plain socket accepts connections. A process that
+  exits during the wait fails at once with its exit status and the tail of its log.
+* **A bounded start.** Every wait has a deadline (``startup_timeout_s``); a service that
+  is not ready by then is stopped and :class:`ServiceError` raised.
+* **Optional CPU pinning.** ``cpus={1}`` pins the child (and what it forks) before it
+  runs any code, so client and service can sit on different cores in a benchmark;
+  :func:`pinned` does the same for the calling process and restores it after.
+* **Cleanup.** Stopping sends the service's stop signal (SIGTERM, or e.g. SIGQUIT for
+  nginx), waits a grace period, then SIGKILLs and reaps. Everything still running is
+  stopped at interpreter exit (``atexit``), and inside :func:`signals_raise` a SIGTERM or
+  SIGHUP becomes the :class:`Terminated` exception so that ``with`` blocks unwind and
+  stop their services. On Linux children also get ``PR_SET_PDEATHSIG`` so they die
+  with a parent that is killed outright, and they run in their own session so a
+  terminal Ctrl-C reaches only the parent, which then stops them in order.
+
+Why subprocesses and not the in-process servers: the demo and the benchmarks must show
+the real deployment shape (a runtime daemon on a Unix socket, an upstream HTTP server on
+a TCP port) and must not let the services' event loops compete with the client for the
+GIL, which would distort what they measure.
 """
 
 from __future__ import annotations
 
-import functools
+import atexit
+import contextlib
 import http.client
 import json
 import logging
@@ -27,30 +40,73 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from types import TracebackType
-from typing import Callable, Dict, List, Optional, Type
+import weakref
+from types import FrameType, TracebackType
+from typing import (
+    IO,
+    Any,
+    Callable,
+    Collection,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Type,
+    Union,
+)
 
 import vastar_fast
 
 __all__ = [
+    "ENDPOINT_VARS",
     "EmbeddedServices",
     "ManagedProcess",
     "ServiceError",
+    "ServiceProcess",
+    "Terminated",
+    "canned_runtime_service",
     "child_environment",
     "free_port",
+    "http_ready",
+    "make_tmpdir",
+    "pinned",
+    "ready_file_ready",
+    "released_runtime_service",
+    "runtime_service",
+    "signals_raise",
+    "simulator_service",
+    "start_simulator",
+    "tcp_ready",
+    "unix_socket_ready",
 ]
 
 log = logging.getLogger("vastar_fast.services")
 
 #: Environment variables that would redirect a child runtime (or our client) elsewhere.
-_ENDPOINT_VARS = ("VASTAR_SOCKET_PATH", "VASTAR_USE_TCP", "VASTAR_TCP_HOST", "VASTAR_TCP_PORT")
+ENDPOINT_VARS = ("VASTAR_SOCKET_PATH", "VASTAR_USE_TCP", "VASTAR_TCP_HOST", "VASTAR_TCP_PORT")
+
+Readiness = Callable[["ServiceProcess"], bool]
+_Output = Union[str, "os.PathLike[str]", int, None]
 
 
 class ServiceError(RuntimeError):
     """A service did not start (in time); the text ends with the tail of its log."""
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived inside :func:`signals_raise` (a BaseException, like
+    KeyboardInterrupt, so that ``except Exception`` does not swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+# --------------------------------------------------------------------------- helpers
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (the caller retries if it is taken since)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -58,117 +114,510 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def child_environment(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def _package_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(vastar_fast.__file__)))
+
+
+def child_environment(
+    base: Optional[Dict[str, str]] = None, *, extra_path: Sequence[str] = ()
+) -> Dict[str, str]:
     """The environment for a child: this package importable, endpoint overrides removed.
 
-    ``PYTHONPATH`` gets the directory holding the ``vastar_fast`` package we run from, so
-    a source checkout works without installation.
+    ``PYTHONPATH`` starts with ``extra_path`` (e.g. the released SDK's directory), then
+    the directory holding the ``vastar_fast`` package we run from, so a source checkout
+    works without installation and a child runs the same code as its parent.
     """
     env = dict(os.environ if base is None else base)
-    for name in _ENDPOINT_VARS:
+    for name in ENDPOINT_VARS:
         env.pop(name, None)
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(vastar_fast.__file__)))
+    package_root = _package_root()
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if package_root not in parts:
-        parts.insert(0, package_root)
-    env["PYTHONPATH"] = os.pathsep.join(parts)
+    parts = [p for p in parts if p != package_root]
+    env["PYTHONPATH"] = os.pathsep.join([*extra_path, package_root, *parts])
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM this child when its parent dies (best effort)."""
+def make_tmpdir(prefix: str = "vastar-") -> str:
+    """A fresh private temporary directory short enough for Unix socket paths (~107
+    bytes; long ``$TMPDIR`` values, as on macOS, exceed it: then ``/tmp`` is used)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    if len(os.path.join(path, "runtime.ready.sock")) > 100 and os.path.isdir("/tmp"):
+        shutil.rmtree(path, ignore_errors=True)
+        path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    return path
+
+
+def _usable_cpus(cpus: Iterable[int]) -> List[int]:
+    wanted = sorted(set(cpus))
+    if not hasattr(os, "sched_getaffinity"):
+        return []
+    allowed = os.sched_getaffinity(0)
+    return [c for c in wanted if c in allowed]
+
+
+@contextlib.contextmanager
+def pinned(cpus: Iterable[int]) -> Iterator[bool]:
+    """Run the calling process on ``cpus`` inside the block (Linux; elsewhere, or when
+    none of them is allowed, a no-op); yields whether it pinned. Restores the previous
+    CPU set on exit."""
+    usable = _usable_cpus(cpus)
+    if not usable:
+        yield False
+        return
+    before = os.sched_getaffinity(0)
     try:
-        import ctypes
+        os.sched_setaffinity(0, usable)
+    except OSError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.sched_setaffinity(0, before)
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+
+def _child_setup(cpus: Optional[Sequence[int]]) -> Callable[[], None]:
+    def setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL("libc.so.6", use_errno=True)
+                libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the parent
+            except Exception:
+                pass
+        if cpus:
+            try:
+                os.sched_setaffinity(0, cpus)
+            except OSError:
+                pass
+
+    return setup
 
 
-class ManagedProcess:
-    """One child process whose output goes to a log file; stopped gently, then firmly."""
+# --------------------------------------------------------------------------- readiness
+def ready_file_ready(path: str, *, needs: Sequence[str] = ()) -> Readiness:
+    """Ready once ``path`` holds JSON whose ``pid`` is the child's and the paths in
+    ``needs`` exist (the runtime's ``--ready-file``). The parsed JSON lands in
+    :attr:`ServiceProcess.info`."""
 
-    def __init__(self, name: str, args: List[str], log_path: str, env: Dict[str, str]) -> None:
+    def check(proc: ServiceProcess) -> bool:
+        try:
+            with open(path, encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return False
+        if not isinstance(info, dict) or info.get("pid") != proc.pid:
+            return False
+        if not all(os.path.exists(p) for p in needs):
+            return False
+        proc.info = info
+        return True
+
+    return check
+
+
+def unix_socket_ready(path: str) -> Readiness:
+    """Ready once a connection to the Unix socket ``path`` succeeds."""
+
+    def check(proc: ServiceProcess) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(path)
+                return True
+            except OSError:
+                return False
+
+    return check
+
+
+def tcp_ready(host: str, port: int) -> Readiness:
+    """Ready once a TCP connection to ``host:port`` succeeds."""
+
+    def check(proc: ServiceProcess) -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return check
+
+
+def http_ready(host: str, port: int, path: str = "/health") -> Readiness:
+    """Ready once ``GET path`` on ``host:port`` answers 200."""
+
+    def check(proc: ServiceProcess) -> bool:
+        conn = http.client.HTTPConnection(host, port, timeout=0.5)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    return check
+
+
+# --------------------------------------------------------------------------- the process
+_LIVE: weakref.WeakSet[ServiceProcess] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def _stop_all_at_exit() -> None:
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        try:
+            proc.stop()
+        except Exception:  # pragma: no cover - best effort at interpreter exit
+            pass
+
+
+atexit.register(_stop_all_at_exit)
+
+
+class ServiceProcess:
+    """One service in a subprocess, started with a bounded wait for readiness.
+
+    ``log_path`` receives the child's stderr, and its stdout too unless ``stdout_path``
+    is given (``subprocess.DEVNULL`` discards it). ``ready`` is polled until true (see
+    :func:`ready_file_ready` and friends; None: started means ready). ``cpus`` pins the
+    child. ``stop_signal`` and ``stop_grace_s`` say how :meth:`stop` asks it to go.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        log_path: str,
+        env: Optional[Dict[str, str]] = None,
+        stdout_path: _Output = None,
+        ready: Optional[Readiness] = None,
+        startup_timeout_s: float = 20.0,
+        cpus: Optional[Collection[int]] = None,
+        stop_signal: int = signal.SIGTERM,
+        stop_grace_s: float = 3.0,
+        cwd: Optional[str] = None,
+    ) -> None:
         self.name = name
-        self.args = args
+        self.args = list(args)
         self.log_path = log_path
-        with open(log_path, "wb") as log_file:
-            self.process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
-        log.debug("started %s (pid %d): %s", name, self.process.pid, " ".join(args))
+        self.env = child_environment() if env is None else env
+        self.stdout_path = stdout_path
+        self.ready = ready
+        self.startup_timeout_s = startup_timeout_s
+        self.cpus = _usable_cpus(cpus) if cpus else []
+        self.stop_signal = stop_signal
+        self.stop_grace_s = stop_grace_s
+        self.cwd = cwd
+        self.process: Optional[subprocess.Popen[bytes]] = None
+        self.info: Dict[str, object] = {}
+        #: Where the service listens, as its factory knows it (None: not applicable).
+        self.socket_path: Optional[str] = None
+        self.port: Optional[int] = None
+        self.url: Optional[str] = None
 
+    # ------------------------------------------------------------------ lifecycle
+    def spawn(self) -> ServiceProcess:
+        """Start the child without waiting for readiness (see :meth:`wait_ready`)."""
+        if self.process is not None:
+            raise RuntimeError(f"{self.name} was already started")
+        out: Optional[IO[bytes]] = None
+        with contextlib.ExitStack() as files:
+            err = files.enter_context(open(self.log_path, "wb"))
+            stdout: Union[int, IO[bytes]]
+            if isinstance(self.stdout_path, int):
+                stdout = self.stdout_path
+            elif self.stdout_path is None:
+                stdout = err  # one log for both streams
+            else:
+                out = files.enter_context(open(self.stdout_path, "wb"))
+                stdout = out
+            self.process = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=err,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_child_setup(self.cpus) if os.name == "posix" else None,
+            )
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        log.debug("started %s (pid %d): %s", self.name, self.pid, " ".join(self.args))
+        return self
+
+    def wait_ready(self, deadline: Optional[float] = None) -> ServiceProcess:
+        """Poll the readiness check until true; on an exit or at the deadline, stop the
+        child and raise :class:`ServiceError` with the tail of its log."""
+        if deadline is None:
+            deadline = time.monotonic() + self.startup_timeout_s
+        delay = 0.005
+        while True:
+            if self.ready is None or self.ready(self):
+                log.info("%s ready (pid %d)", self.name, self.pid)
+                return self
+            if not self.alive():
+                raise self.failure(f"{self.name} did not start: the process exited with "
+                                   f"status {self.returncode}")  # fmt: skip
+            if time.monotonic() >= deadline:
+                self.stop(0.5)
+                raise self.failure(f"{self.name} did not start: not ready within the startup "
+                                   f"timeout ({self.startup_timeout_s:g} s)")  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def start(self, deadline: Optional[float] = None) -> ServiceProcess:
+        """Spawn and wait until ready (bounded); stops the child again on any failure."""
+        self.spawn()
+        try:
+            return self.wait_ready(deadline)
+        except BaseException:
+            self.stop(0.5)
+            raise
+
+    def stop(self, grace_s: Optional[float] = None) -> Optional[int]:
+        """The stop signal, up to ``grace_s`` to exit, then SIGKILL; always reaps the
+        child. Idempotent; returns the exit status (None if it was never started)."""
+        proc = self.process
+        if proc is None:
+            return None
+        grace = self.stop_grace_s if grace_s is None else grace_s
+        try:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(self.stop_signal)
+                    proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s (pid %d) ignored its stop signal; killing it",
+                                self.name, proc.pid)  # fmt: skip
+                    self.kill()
+                except ProcessLookupError:
+                    pass
+                except KeyboardInterrupt:  # a second Ctrl-C: do not leave it behind
+                    self.kill()
+                    raise
+            proc.wait()
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
+        log.debug("%s (pid %d) stopped with status %s", self.name, proc.pid, proc.returncode)
+        return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL (if still running) and reap."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start() if self.process is None else self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ state
     @property
     def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} was not started")
         return self.process.pid
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
+    @property
+    def returncode(self) -> Optional[int]:
+        return None if self.process is None else self.process.poll()
 
-    def log_tail(self, lines: int = 15) -> str:
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
         try:
             with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return "".join(f.readlines()[-lines:]).rstrip()
+                return f.read()
         except OSError:
             return ""
 
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:]).rstrip()
+
     def failure(self, what: str) -> ServiceError:
         tail = self.log_tail()
-        return ServiceError(f"{what}" + (f"\n--- {self.name} log ---\n{tail}" if tail else ""))
-
-    def stop(self, grace_s: float = 3.0) -> None:
-        """SIGTERM, wait up to ``grace_s``, then SIGKILL; always reaps the child."""
-        proc = self.process
-        if proc.poll() is None:
-            try:
-                proc.terminate()
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) ignored SIGTERM; killing it", self.name, proc.pid)
-                proc.kill()
-                proc.wait(5.0)
-            except ProcessLookupError:
-                pass
-        else:
-            proc.wait()
-        log.debug("%s (pid %d) stopped with status %s", self.name, proc.pid, proc.returncode)
+        return ServiceError(what + (f"\n--- {self.name} log ---\n{tail}" if tail else ""))
 
 
-def _wait_until(
-    check: Callable[[], bool], proc: ManagedProcess, deadline: float, what: str
-) -> None:
-    """Poll ``check`` until true; fail fast if the process exits, fail at the deadline."""
-    delay = 0.01
-    while True:
-        if check():
-            return
-        if not proc.alive():
-            raise proc.failure(f"{what}: the process exited with status {proc.process.returncode}")
-        if time.monotonic() >= deadline:
-            raise proc.failure(f"{what}: not ready within the startup timeout")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+#: The name this class had before every service went through the launcher.
+ManagedProcess = ServiceProcess
 
 
-def _http_ok(host: str, port: int, path: str) -> bool:
-    conn = http.client.HTTPConnection(host, port, timeout=0.5)
+@contextlib.contextmanager
+def signals_raise(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Inside the block, SIGTERM / SIGHUP raise :class:`Terminated`, so ``with`` blocks and
+    ``finally`` clauses stop what they started. Main thread only (elsewhere a no-op)."""
+
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
+        raise Terminated(signum)
+
+    previous: Dict[int, Any] = {}
     try:
-        conn.request("GET", path)
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
+        for signum in signums:
+            previous[signum] = signal.signal(signum, handler)
+    except (ValueError, AttributeError):  # not the main thread, or no such signal
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        previous = {}
+    try:
+        yield
     finally:
-        conn.close()
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
+# --------------------------------------------------------------------------- the services
+def runtime_service(
+    directory: str,
+    *,
+    name: str = "runtime",
+    socket_path: Optional[str] = None,
+    tcp: Optional[str] = None,
+    config_path: Optional[str] = None,
+    log_level: str = "WARNING",
+    workers: Optional[int] = None,
+    extra: Sequence[str] = (),
+    python: str = sys.executable,
+    env: Optional[Dict[str, str]] = None,
+    stdout_path: _Output = None,
+    **options: Any,
+) -> ServiceProcess:
+    """``vastar runtime`` (``python -m vastar_fast.runtime``) with its socket, ready file
+    and log in ``directory``. Ready when the ready file names the child's pid and the
+    socket exists; :attr:`ServiceProcess.info` then holds the ready file (``tcp_port``,
+    ``metrics_port``, ``workers``). ``options`` go to :class:`ServiceProcess`."""
+    socket_path = socket_path or os.path.join(directory, f"{name}.sock")
+    ready_path = os.path.join(directory, f"{name}.ready")
+    args = [python, "-m", "vastar_fast.runtime", "--socket", socket_path,
+            "--ready-file", ready_path, "--log-level", log_level]  # fmt: skip
+    if config_path is not None:
+        args += ["--config", config_path]
+    if tcp is not None:
+        args += ["--tcp", tcp]
+    if workers is not None and "--workers" not in extra:
+        args += ["--workers", str(workers)]
+    args += list(extra)
+    proc = ServiceProcess(
+        name,
+        args,
+        log_path=os.path.join(directory, f"{name}.log"),
+        env=env,
+        stdout_path=stdout_path,
+        ready=ready_file_ready(ready_path, needs=[socket_path]),
+        **options,
+    )
+    proc.socket_path = socket_path
+    return proc
+
+
+def released_runtime_service(
+    binary: str, directory: str, *, name: str = "released", **options: Any
+) -> ServiceProcess:
+    """The released runtime binary on a socket in ``directory`` (it reads
+    ``VASTAR_SOCKET_PATH``). Its three INFO lines per request on stdout are discarded;
+    stderr goes to the log. Ready when the socket accepts a connection."""
+    socket_path = os.path.join(directory, f"{name}.sock")
+    env = child_environment()
+    env["VASTAR_SOCKET_PATH"] = socket_path
+    proc = ServiceProcess(
+        name,
+        [binary],
+        log_path=os.path.join(directory, f"{name}.log"),
+        env=env,
+        stdout_path=subprocess.DEVNULL,
+        ready=unix_socket_ready(socket_path),
+        **options,
+    )
+    proc.socket_path = socket_path
+    return proc
+
+
+def canned_runtime_service(
+    directory: str, *, name: str = "canned-runtime", **options: Any
+) -> ServiceProcess:
+    """The benchmarks' canned runtime (answers every request at once with one small
+    response; :mod:`vastar_fast.benchmarks.canned_runtime`) on a socket in ``directory``."""
+    socket_path = os.path.join(directory, f"{name}.sock")
+    ready_path = os.path.join(directory, f"{name}.ready")
+    proc = ServiceProcess(
+        name,
+        [sys.executable, "-m", "vastar_fast.benchmarks.canned_runtime", socket_path, ready_path],
+        log_path=os.path.join(directory, f"{name}.log"),
+        ready=ready_file_ready(ready_path, needs=[socket_path]),
+        **options,
+    )
+    proc.socket_path = socket_path
+    return proc
+
+
+def simulator_service(
+    directory: str,
+    *,
+    host: str = "127.0.0.1",
+    port: Optional[int] = None,
+    ttft_ms: float = 150.0,
+    token_delay_ms: float = 5.0,
+    tokens_per_chunk: int = 1,
+    log_level: str = "warning",
+    extra: Sequence[str] = (),
+    python: str = sys.executable,
+    name: str = "simulator",
+    **options: Any,
+) -> ServiceProcess:
+    """``vastar simulator`` on ``host:port`` (a free port if None), ready when
+    ``/health`` answers. :func:`start_simulator` also retries when the port is taken."""
+    port = free_port(host) if port is None else port
+    args = [python, "-m", "vastar_fast.simulator", "--host", host, "--port", str(port),
+            "--ttft-ms", f"{ttft_ms:g}", "--token-delay-ms", f"{token_delay_ms:g}",
+            "--tokens-per-chunk", str(tokens_per_chunk), "--log-level", log_level,
+            *extra]  # fmt: skip
+    proc = ServiceProcess(
+        name,
+        args,
+        log_path=os.path.join(directory, f"{name}-{port}.log"),
+        ready=http_ready(host, port, "/health"),
+        **options,
+    )
+    proc.port = port
+    proc.url = f"http://{host}:{port}"
+    return proc
+
+
+def start_simulator(
+    directory: str, *, deadline: Optional[float] = None, attempts: int = 3, **kwargs: Any
+) -> ServiceProcess:
+    """Start :func:`simulator_service` on a free port and wait until it is ready. The
+    port is picked here and bound by the child; if another process takes it in between,
+    the child exits at once and another port is tried (``attempts`` in all)."""
+    for attempt in range(attempts):
+        proc = simulator_service(directory, **kwargs)
+        try:
+            return proc.start(deadline)
+        except ServiceError:
+            late = deadline is not None and time.monotonic() >= deadline
+            if proc.returncode is None or attempt == attempts - 1 or late:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- the demo's pair
 class EmbeddedServices:
     """A simulator and/or a runtime started as subprocesses, stopped on exit.
 
@@ -190,6 +639,8 @@ class EmbeddedServices:
         startup_timeout_s: float = 20.0,
         stop_grace_s: float = 3.0,
         python: str = sys.executable,
+        runtime_cpus: Optional[Collection[int]] = None,
+        simulator_cpus: Optional[Collection[int]] = None,
     ) -> None:
         self.want_simulator = simulator
         self.want_runtime = runtime
@@ -200,24 +651,47 @@ class EmbeddedServices:
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
         self.python = python
+        self.runtime_cpus = runtime_cpus
+        self.simulator_cpus = simulator_cpus
         self.tmpdir: Optional[str] = None
-        self.simulator: Optional[ManagedProcess] = None
-        self.runtime: Optional[ManagedProcess] = None
+        self.simulator: Optional[ServiceProcess] = None
+        self.runtime: Optional[ServiceProcess] = None
         self.simulator_url: Optional[str] = None
         self.simulator_port: Optional[int] = None
         self.runtime_socket: Optional[str] = None
 
-    # ------------------------------------------------------------------ lifecycle
     def start(self) -> EmbeddedServices:
         """Start the wanted services and wait until each answers (bounded)."""
         deadline = time.monotonic() + self.startup_timeout_s
+        common: Dict[str, Any] = {
+            "startup_timeout_s": self.startup_timeout_s,
+            "stop_grace_s": self.stop_grace_s,
+        }
         try:
-            self.tmpdir = self._make_tmpdir()
-            env = child_environment()
+            self.tmpdir = make_tmpdir("vastar-demo-")
             if self.want_simulator:
-                self._start_simulator(env, deadline)
+                self.simulator = start_simulator(
+                    self.tmpdir,
+                    deadline=deadline,
+                    host=self.host,
+                    ttft_ms=self.ttft_ms,
+                    token_delay_ms=self.token_delay_ms,
+                    tokens_per_chunk=self.tokens_per_chunk,
+                    python=self.python,
+                    cpus=self.simulator_cpus,
+                    **common,
+                )
+                self.simulator_port = self.simulator.port
+                self.simulator_url = self.simulator.url
+                log.info("simulator ready at %s (pid %d)", self.simulator_url, self.simulator.pid)
             if self.want_runtime:
-                self._start_runtime(env, deadline)
+                runtime = runtime_service(
+                    self.tmpdir, python=self.python, cpus=self.runtime_cpus, **common
+                )
+                self.runtime = runtime
+                runtime.start(deadline)
+                self.runtime_socket = runtime.socket_path
+                log.info("runtime ready on %s (pid %d)", self.runtime_socket, runtime.pid)
         except BaseException:
             self.stop()
             raise
@@ -231,12 +705,7 @@ class EmbeddedServices:
         try:
             for proc in (self.runtime, self.simulator):
                 if proc is not None:
-                    try:
-                        proc.stop(self.stop_grace_s)
-                    except KeyboardInterrupt:  # a second Ctrl-C: do not leave it behind
-                        proc.process.kill()
-                        proc.process.wait(5.0)
-                        raise
+                    proc.stop(self.stop_grace_s)
         finally:
             self.runtime = None
             self.simulator = None
@@ -257,90 +726,4 @@ class EmbeddedServices:
 
     @property
     def pids(self) -> List[int]:
-        return [p.pid for p in (self.simulator, self.runtime) if p is not None]
-
-    # ------------------------------------------------------------------ internals
-    @staticmethod
-    def _make_tmpdir() -> str:
-        path = tempfile.mkdtemp(prefix="vastar-demo-")
-        # Unix socket paths are limited to ~107 bytes; long $TMPDIRs (macOS) exceed it.
-        if len(os.path.join(path, "runtime.sock")) > 100 and os.path.isdir("/tmp"):
-            shutil.rmtree(path, ignore_errors=True)
-            path = tempfile.mkdtemp(prefix="vastar-demo-", dir="/tmp")
-        return path
-
-    def _start_simulator(self, env: Dict[str, str], deadline: float) -> None:
-        assert self.tmpdir is not None
-        # The port is picked here and bound by the child; if another process takes it in
-        # between, the child exits at once and we try another port.
-        for attempt in range(3):
-            port = free_port(self.host)
-            args = [
-                self.python,
-                "-m",
-                "vastar_fast.simulator",
-                "--host",
-                self.host,
-                "--port",
-                str(port),
-                "--ttft-ms",
-                f"{self.ttft_ms:g}",
-                "--token-delay-ms",
-                f"{self.token_delay_ms:g}",
-                "--tokens-per-chunk",
-                str(self.tokens_per_chunk),
-                "--log-level",
-                "warning",
-            ]
-            log_path = os.path.join(self.tmpdir, f"simulator-{attempt}.log")
-            proc = ManagedProcess("simulator", args, log_path, env)
-            self.simulator = proc
-            try:
-                _wait_until(
-                    functools.partial(_http_ok, self.host, port, "/health"),
-                    proc,
-                    deadline,
-                    f"the simulator on {self.host}:{port} did not start",
-                )
-            except ServiceError:
-                if proc.alive() or attempt == 2 or time.monotonic() >= deadline:
-                    raise
-                proc.stop(0.1)
-                self.simulator = None
-                continue
-            self.simulator_port = port
-            self.simulator_url = f"http://{self.host}:{port}"
-            log.info("simulator ready at %s (pid %d)", self.simulator_url, proc.pid)
-            return
-
-    def _start_runtime(self, env: Dict[str, str], deadline: float) -> None:
-        assert self.tmpdir is not None
-        sock_path = os.path.join(self.tmpdir, "runtime.sock")
-        ready_path = os.path.join(self.tmpdir, "runtime.ready")
-        args = [
-            self.python,
-            "-m",
-            "vastar_fast.runtime",
-            "--socket",
-            sock_path,
-            "--ready-file",
-            ready_path,
-            "--log-level",
-            "WARNING",
-        ]
-        proc = ManagedProcess("runtime", args, os.path.join(self.tmpdir, "runtime.log"), env)
-        self.runtime = proc
-
-        def ready() -> bool:
-            if not os.path.exists(ready_path):
-                return False
-            try:
-                with open(ready_path, encoding="utf-8") as f:
-                    info = json.load(f)
-            except (OSError, ValueError):
-                return False
-            return bool(info.get("pid") == proc.pid and os.path.exists(sock_path))
-
-        _wait_until(ready, proc, deadline, f"the runtime on {sock_path} did not start")
-        self.runtime_socket = sock_path
-        log.info("runtime ready on %s (pid %d)", sock_path, proc.pid)
+        return [p.pid for p in (self.simulator, self.runtime) if p is not None and p.process]

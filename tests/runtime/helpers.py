@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -25,20 +23,20 @@ from vastar_fast.protocol.connection import (
     StreamDataReceived,
     StreamStarted,
 )
+from vastar_fast.services import child_environment, runtime_service
 
 SRC = str(Path(vastar_fast.__file__).resolve().parents[1])  # the vastar_fast under test
 
 
 def child_env() -> Dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([SRC, *filter(None, [env.get("PYTHONPATH")])])
-    for key in ("VASTAR_SOCKET_PATH", "VASTAR_USE_TCP", "VASTAR_TCP_PORT", "VASTAR_TCP_HOST"):
-        env.pop(key, None)
-    return env
+    """The launcher's child environment: this vastar_fast importable, endpoint overrides
+    removed."""
+    return child_environment()
 
 
 class Daemon:
-    """``python -m vastar_fast.runtime`` on a temp socket, with a YAML config."""
+    """``python -m vastar_fast.runtime`` on a temp socket, with a YAML config, started by
+    the services launcher (:func:`vastar_fast.services.runtime_service`)."""
 
     def __init__(
         self,
@@ -51,43 +49,44 @@ class Daemon:
     ) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
-        self.socket_path = socket_path or str(tmp / "rt.sock")
-        self.ready_file = tmp / "ready.json"
-        self.log_file = tmp / "daemon.log"
-        self.out_file = tmp / "daemon.out"
-        args = [sys.executable, "-m", "vastar_fast.runtime", "--socket", self.socket_path,
-                "--ready-file", str(self.ready_file), "--log-level", log_level]  # fmt: skip
+        config_path = None
         if config is not None:
             cfg = tmp / "config.yaml"
             cfg.write_text(yaml.safe_dump(config))
-            args += ["--config", str(cfg)]
-        if tcp:
-            args += ["--tcp", "127.0.0.1:0"]
-        if "--workers" not in extra:
-            args += ["--workers", "1"]  # the same process layout on every machine
-        args += list(extra)
-        self.args = args
+            config_path = str(cfg)
+        self.service = runtime_service(
+            str(tmp),
+            name="daemon",
+            socket_path=socket_path or str(tmp / "rt.sock"),
+            tcp="127.0.0.1:0" if tcp else None,
+            config_path=config_path,
+            log_level=log_level,
+            workers=1,  # the same process layout on every machine, unless extra says
+            extra=extra,
+            stdout_path=str(tmp / "daemon.out"),
+            stop_grace_s=30.0,
+        )
+        assert self.service.socket_path is not None
+        self.socket_path: str = self.service.socket_path
+        self.ready_file = tmp / "daemon.ready"
+        self.log_file = Path(self.service.log_path)
+        self.out_file = tmp / "daemon.out"
+        self.args = self.service.args
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.tcp_port: Optional[int] = None
         self.info: Dict[str, Any] = {}
 
     def start(self, timeout: float = 30.0) -> Daemon:
-        with open(self.log_file, "wb") as err, open(self.out_file, "wb") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, env=child_env())
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.ready_file.exists():
-                self.info = json.loads(self.ready_file.read_text())
-                self.tcp_port = self.info.get("tcp_port")
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log()}")
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"daemon not ready within {timeout}s: {self.log()}")
+        self.service.startup_timeout_s = timeout
+        self.service.spawn()
+        self.proc = self.service.process
+        self.service.wait_ready()
+        self.info = dict(self.service.info)
+        self.tcp_port = self.info.get("tcp_port")
+        return self
 
     def log(self) -> str:
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        return self.service.log_text()
 
     def stdout(self) -> str:
         return self.out_file.read_text(errors="replace") if self.out_file.exists() else ""
@@ -103,9 +102,7 @@ class Daemon:
             raise
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        self.service.kill()
 
     def __enter__(self) -> Daemon:
         return self.start()
@@ -115,7 +112,7 @@ class Daemon:
             try:
                 self.terminate()
             finally:
-                self.kill()
+                self.service.stop()
 
 
 class Raw:

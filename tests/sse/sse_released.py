@@ -1,5 +1,5 @@
 """The released SDK's SSEParser, re-implemented from its documented algorithm in
-bench/released_sse.py (one copy serves the benchmarks and the tests).
+vastar_fast/benchmarks/released_sse.py (one copy serves the benchmarks and the tests).
 
 Test oracle only: ours must return the same wherever this returns content.
 """
@@ -7,8 +7,7 @@ Test oracle only: ours must return the same wherever this returns content.
 import json
 from typing import Any
 
-import support  # noqa: F401  (puts bench/ on sys.path)
-from released_sse import parse_chunk, parse_stream, parse_stream_generator
+from vastar_fast.benchmarks.released_sse import parse_chunk, parse_stream, parse_stream_generator
 
 __all__ = ["json_content", "parse_chunk", "parse_stream", "parse_stream_generator"]
 

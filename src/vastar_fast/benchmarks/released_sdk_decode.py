@@ -1,7 +1,7 @@
 """The 35 KB SSE response decode against the released SDK's own code.
 
-    python bench/released_sdk_decode.py --released-sdk ../shared/peers/sdk-python
-    python bench/released_sdk_decode.py --released-python /path/to/sdk-venv/bin/python
+    python -m vastar_fast.benchmarks.released_sdk_decode --released-sdk ../shared/peers/sdk-python
+    python -m vastar_fast.benchmarks.released_sdk_decode --released-python /path/to/sdk-venv/bin/python
 
 The released side runs the real ``RuntimeClient._process_frame`` of the released
 ``vastar_connector_sdk`` (FlatBuffers accessors, ``bytes(PayloadAsNumpy())``,
@@ -31,15 +31,13 @@ import tempfile
 import timeit
 from typing import Any, Callable, Dict, List, Optional
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 # Importing numpy starts OpenBLAS's thread pool, whose threads keep two shared cores
 # busy for a while and halve the speed of whatever is timed next (measured: the pure
 # decode 97 -> 244 us right after `import numpy`).  The decode never calls BLAS, so both
 # processes run it single-threaded; test_bench_codec below imports numpy.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from test_bench_codec import _sse_response_body  # noqa: E402
+from vastar_fast.benchmarks.test_bench_codec import _sse_response_body
 
 # Runs in the released SDK's process: time _process_frame on the frame in argv[1].
 _RELEASED = r"""
@@ -53,6 +51,7 @@ r = process(None, frame)
 runs = timeit.repeat(lambda: process(None, frame), number=number, repeat=repeat)
 print(json.dumps({
     "median_s": statistics.median(runs) / number,
+    "samples_s": [r / number for r in runs],
     "status": r.status_code, "headers": r.headers, "body_len": len(r.body),
     "body_sha256": hashlib.sha256(r.body).hexdigest(),
     "numpy": numpy.__version__, "python": sys.version.split()[0],
@@ -64,7 +63,6 @@ def _find_sdk(arg: Optional[str]) -> Optional[str]:
     for candidate in (
         arg,
         os.environ.get("VASTAR_RELEASED_SDK"),
-        os.path.join(HERE, "..", "..", "shared", "peers", "sdk-python"),
     ):
         if candidate and os.path.isfile(
             os.path.join(candidate, "vastar_connector_sdk", "runtime_client.py")
@@ -73,8 +71,9 @@ def _find_sdk(arg: Optional[str]) -> Optional[str]:
     return None
 
 
-def _median(fn: Callable[[], Any], number: int, repeat: int) -> float:
-    return statistics.median(timeit.repeat(fn, number=number, repeat=repeat)) / number
+def _samples(fn: Callable[[], Any], number: int, repeat: int) -> List[float]:
+    """Seconds per call, one value per run of ``number`` calls."""
+    return [t / number for t in timeit.repeat(fn, number=number, repeat=repeat)]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -87,7 +86,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     ap.add_argument("--number", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--quick", action="store_true", help="few calls (a smoke run)")
+    ap.add_argument("--json", metavar="FILE", help="also write every sample here")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.number, args.repeat = 40, 5
     sdk = _find_sdk(args.released_sdk)
     if sdk is None:
         print("released SDK not found (--released-sdk or VASTAR_RELEASED_SDK): nothing to compare")
@@ -157,8 +160,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not same:
             print(f"{name}: result differs from the released SDK's", file=sys.stderr)
             return 1
-        med = _median(fn, args.number if path else args.number // 4 or 1, args.repeat)
-        rows.append((name, med))
+        samples = _samples(fn, args.number if path else args.number // 4 or 1, args.repeat)
+        rows.append((name, statistics.median(samples), samples))
     if _codec_c is not None:
         _codec_c._simd(before)
 
@@ -169,8 +172,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     print(f"{'variant':<20} {'median':>10} {'vs released SDK':>16}")
     print(f"{'released SDK':<20} {base * 1e6:8.2f} us {1.0:15.1f}x")
-    for name, med in rows:
+    for name, med, _ in rows:
         print(f"{name:<20} {med * 1e6:8.2f} us {base / med:15.1f}x")
+    if args.json:
+        out = {
+            "frame_bytes": len(body),
+            "released": released,
+            "variants": {name: {"median_s": med, "samples_s": s} for name, med, s in rows},
+        }
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, indent=2)
     return 0
 
 

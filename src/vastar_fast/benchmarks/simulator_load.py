@@ -22,7 +22,7 @@ installed) with a Lua script for the POST bodies, the cheapest client of all.
 
 Usage::
 
-    PYTHONPATH=src python bench/simulator_load.py [--duration 5] [--concurrency 64]
+    python -m vastar_fast.benchmarks.simulator_load [--duration 5] [--concurrency 64] [--json FILE]
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,10 +40,10 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
-REPO = Path(__file__).resolve().parents[1]
+from vastar_fast.services import ServiceProcess, make_tmpdir, start_simulator
+
 PATH = "/v1/chat/completions"
 NON_STREAM_BODY = json.dumps(
     {"model": "gpt-4o", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
@@ -153,47 +152,16 @@ class Result:
 # --------------------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(port: int, pin: Optional[int]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [
-        sys.executable, "-m", "vastar_fast.simulator", "--port", str(port),
-        "--ttft-ms", "0", "--token-delay-ms", "0", "--log-level", "warning",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if pin is not None and hasattr(os, "sched_setaffinity"):
-        try:
-            os.sched_setaffinity(proc.pid, {pin})
-        except OSError:
-            pass
-    deadline = time.monotonic() + 15.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"simulator exited early: {err}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1.0) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("simulator did not become healthy in 15 s")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
+def start_server(directory: str, pin: Optional[int]) -> ServiceProcess:
+    """The simulator with zero delays, through the launcher (on CPU ``pin`` if given)."""
+    return start_simulator(
+        directory,
+        ttft_ms=0,
+        token_delay_ms=0,
+        cpus={pin} if pin is not None else None,
+        startup_timeout_s=15.0,
+        stop_grace_s=10.0,
+    )
 
 
 def check_stream_shape(port: int) -> int:
@@ -410,7 +378,6 @@ def handler_cost(batches: int = 7, calls: int = 20_000) -> Dict[str, float]:
     """Microseconds per call of the chat route's handler (cached plan, zero delay),
     the median of ``batches``: the simulator's own cost without aiohttp's I/O. Run it
     with PYTHONPATH pointing at another tree to compare two versions."""
-    sys.path.append(str(REPO / "src"))  # PYTHONPATH (another tree) and installs win
     from vastar_fast.simulator import SimulatorSettings, create_app
 
     async def measure() -> Dict[str, float]:
@@ -457,6 +424,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         action="store_true",
         help="also measure the Responses API, tool-call, long-stream and embeddings scenarios",
     )
+    parser.add_argument("--json", metavar="FILE", help="also write every run's rate here")
     args = parser.parse_args(argv)
     if args.handler_cost:
         costs = handler_cost()
@@ -480,16 +448,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             pin_server = cpus[-1]
             os.sched_setaffinity(0, set(cpus[:-1]))
 
-    port = free_port()
-    proc = start_server(port, pin_server)
+    tmp = make_tmpdir("vastar-simload-")
+    proc = start_server(tmp, pin_server)
+    assert proc.port is not None
+    port = proc.port
     try:
         events = check_stream_shape(port)
         print(f"simulator pid {proc.pid} on 127.0.0.1:{port}; stream has {events} SSE events")
-        done = b"[DONE]\n\n"
+        done_marker = b"[DONE]\n\n"
         scenarios: Dict[str, Tuple[str, bytes, Optional[bytes]]] = {
             "non-stream": (PATH, NON_STREAM_BODY, None),
-            f"stream-{events}": (PATH, STREAM_BODY, done),
-            f"stream-{events}u": (PATH, UNIQUE_STREAM_BODY, done),
+            f"stream-{events}": (PATH, STREAM_BODY, done_marker),
+            f"stream-{events}u": (PATH, UNIQUE_STREAM_BODY, done_marker),
         }
         if args.features:
             scenarios.update(FEATURE_SCENARIOS)
@@ -533,7 +503,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     median = sorted(wrk_runs, key=lambda r: r.rate)[len(wrk_runs) // 2]
                     results.append((median, [r.rate for r in wrk_runs]))
     finally:
-        stop_server(proc)
+        proc.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print(
@@ -551,6 +522,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         + (f"; server pinned to CPU {pin_server}" if pin_server is not None else "")
         + "\n'u' = unique prompt per request (server response cache never hits)"
     )
+    if args.json:
+        out: Dict[str, Any] = {
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "repeat": args.repeat,
+            "server_cpu": pin_server,
+            "results": [
+                {
+                    "scenario": r.scenario,
+                    "client": r.client,
+                    "requests": r.requests,
+                    "errors": r.errors,
+                    "median_per_s": statistics.median(rates),
+                    "samples_per_s": rates,
+                }
+                for r, rates in results
+            ],
+        }
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=2)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Streaming benchmark: time to first token and tokens/s through the runtime.
 
-    PYTHONPATH=src python bench/streaming_bench.py [--runs N] [--throughput-runs N]
+    python -m vastar_fast.benchmarks.streaming_bench [--runs N] [--throughput-runs N]
         [--streams-per-sample K] [--quick] [--json FILE]
 
 Two measurements, each the median of several runs, printed as a small table:
@@ -10,7 +10,7 @@ Two measurements, each the median of several runs, printed as a small table:
    to holding the first delta text:
    - ``vastar_fast``: ``RuntimeClient.stream_http(...).iter_deltas()`` through the
      vastar-fast runtime (streaming extension; goal: under 110 ms);
-   - ``released approach``: the released client's algorithm (``bench/released_client.py``:
+   - ``released approach``: the released client's algorithm (``released_client.py``:
      ``execute_http`` with ``stream: true``, then ``SSEParser.parse_stream`` on the body)
      through the same runtime, which - like the released runtime - buffers the answer for
      a client that did not opt in, so the first token is usable only at the end (~1,000 ms);
@@ -42,18 +42,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-from vastar_fast import HTTPRequest, RuntimeClient, RuntimeConfig, SSEParser  # noqa: E402
-from vastar_fast.services import EmbeddedServices  # noqa: E402
+from vastar_fast import HTTPRequest, RuntimeClient, RuntimeConfig, SSEParser
+from vastar_fast.services import EmbeddedServices
 
 LONG_PROMPT = "Explain quantum computing in simple terms."
 MODEL = "gpt-3.5-turbo"
@@ -89,7 +84,7 @@ def ttft_vastar(client: RuntimeClient, url: str, body: bytes) -> Dict[str, Any]:
 
 def ttft_released(path: str, url: str, body: bytes) -> Dict[str, Any]:
     """The released algorithm: buffered execute_http, then SSEParser on the whole body."""
-    from released_client import ReleasedStyleClient
+    from vastar_fast.benchmarks.released_client import ReleasedStyleClient
 
     client = ReleasedStyleClient(path)
     try:

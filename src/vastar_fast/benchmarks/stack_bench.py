@@ -1,4 +1,4 @@
-"""Side by side with the released Vastar stack: ``python bench/stack_bench.py``.
+"""Side by side with the released Vastar stack: ``python -m vastar_fast.benchmarks.stack_bench``.
 
 Starts one loopback nginx upstream (``/small``: 13 bytes of text/plain; ``/sse35k``: a
 35 KB OpenAI chat-completion event stream served as text/event-stream), the released
@@ -45,14 +45,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-HERE = Path(__file__).resolve().parent
-try:  # an installed vastar_fast (CI: the built wheel) wins; else the checkout's src/
-    import vastar_fast as _vf
-
-    SRC = Path(_vf.__file__).resolve().parents[1]
-except ImportError:  # pragma: no cover - run from a bare checkout
-    SRC = HERE.parent / "src"
-    sys.path.insert(0, str(SRC))
+from vastar_fast.services import (
+    ServiceProcess,
+    child_environment,
+    free_port,
+    released_runtime_service,
+    runtime_service,
+    tcp_ready,
+    unix_socket_ready,
+)
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SMALL = b"hello, world!"
@@ -84,19 +85,8 @@ def sse_body(target: int = 35_000) -> bytes:
 
 
 # ---------------------------------------------------------------- services
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def child_env(extra_path: Sequence[str] = ()) -> Dict[str, str]:
-    env = dict(os.environ)
-    for key in ("VASTAR_SOCKET_PATH", "VASTAR_USE_TCP", "VASTAR_TCP_PORT", "VASTAR_TCP_HOST"):
-        env.pop(key, None)
-    parts = [*extra_path, str(SRC), *filter(None, [env.get("PYTHONPATH")])]
-    env["PYTHONPATH"] = os.pathsep.join(parts)
-    return env
+    return child_environment(extra_path=extra_path)
 
 
 def _task_cpu_s(pid: int) -> float:
@@ -186,34 +176,28 @@ http {{
 }}
 """
         )
-        self.proc = subprocess.Popen(
+        self.service = ServiceProcess(
+            "nginx",
             [NGINX, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "error.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            log_path=str(tmp / "nginx.out"),
+            env=child_environment(),
+            ready=tcp_ready("127.0.0.1", self.port),
+            startup_timeout_s=10.0,
+            stop_signal=signal.SIGQUIT,  # graceful shutdown
+            stop_grace_s=10.0,
         )
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError("nginx did not start: " + (tmp / "error.log").read_text("replace"))
+        try:
+            self.service.start()
+        except RuntimeError as exc:
+            error_log = tmp / "error.log"
+            detail = error_log.read_text("replace") if error_log.exists() else ""
+            raise RuntimeError(f"nginx did not start: {exc}\n{detail}") from None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.service.stop()
 
 
 class RuntimeProcess:
@@ -222,55 +206,32 @@ class RuntimeProcess:
 
     def __init__(self, name: str, tmp: Path, binary: Optional[str], extra: Sequence[str]) -> None:
         self.name = name
-        self.socket_path = str(tmp / f"{name}.sock")
-        self.log_path = tmp / f"{name}.log"
-        log = open(self.log_path, "wb")
+        options: Dict[str, Any] = {"startup_timeout_s": 30.0, "stop_grace_s": 20.0}
         if binary is not None and "{socket}" in binary:  # a candidate's command line
-            ready = None
-            args = [a.replace("{socket}", self.socket_path) for a in binary.split()]
-            env = child_env()
+            socket_path = str(tmp / f"{name}.sock")
+            args = [a.replace("{socket}", socket_path) for a in binary.split()]
+            self.service = ServiceProcess(name, args, log_path=str(tmp / f"{name}.log"),
+                                          stdout_path=subprocess.DEVNULL,
+                                          ready=unix_socket_ready(socket_path), **options)  # fmt: skip
+            self.service.socket_path = socket_path
         elif binary is None:
-            ready = tmp / f"{name}.ready"
-            args = [sys.executable, "-m", "vastar_fast.runtime", "--socket", self.socket_path,
-                    "--ready-file", str(ready), "--log-level", "WARNING", *extra]  # fmt: skip
-            env = child_env()
+            self.service = runtime_service(str(tmp), name=name, extra=extra,
+                                           stdout_path=subprocess.DEVNULL, **options)  # fmt: skip
         else:
-            ready = None
-            args = [binary, *extra]
-            env = child_env()
-            env["VASTAR_SOCKET_PATH"] = self.socket_path
-        # The released runtime logs three INFO lines per request to stdout: discard them.
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        log.close()
-        end = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None or time.monotonic() > end:
-                self.stop()
-                raise RuntimeError(f"{name} runtime did not start; see {self.log_path}: "
-                                   + self.log_path.read_text("replace")[-2000:])  # fmt: skip
-            if (ready is None or ready.exists()) and self._connectable():
-                return
-            time.sleep(0.02)
-
-    def _connectable(self) -> bool:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            try:
-                s.connect(self.socket_path)
-                return True
-            except OSError:
-                return False
+            # The released runtime logs three INFO lines per request to stdout: discarded.
+            self.service = released_runtime_service(binary, str(tmp), name=name, **options)
+        assert self.service.socket_path is not None
+        self.socket_path: str = self.service.socket_path
+        self.log_path = Path(self.service.log_path)
+        self.service.start()
+        assert self.service.process is not None
+        self.proc = self.service.process
 
     def cpu_s(self) -> float:
         return tree_cpu_s(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.service.stop()
 
 
 # ---------------------------------------------------------------- client processes
@@ -454,6 +415,7 @@ def first_chunk(socket_path: str, rounds: int) -> Dict[str, Any]:
         "median_us": statistics.median(gaps),
         "p99_us": gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))],
         "max_us": gaps[-1],
+        "samples_us": gaps,
     }
 
 

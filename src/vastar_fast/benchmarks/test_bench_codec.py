@@ -24,8 +24,9 @@ from typing import Any, Callable, List, Tuple
 
 import pytest
 
-import released_codec
 from vastar_fast.protocol import _codec_py
+
+from . import released_codec
 
 try:
     from vastar_fast.protocol import _codec_c
@@ -33,12 +34,8 @@ except ImportError:  # not built: the compiled rows are skipped with that reason
     _codec_c = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-_SHARED_GOLDEN = os.path.join(HERE, "..", "..", "shared", "golden")
-GOLDEN = (
-    _SHARED_GOLDEN
-    if os.path.isfile(os.path.join(_SHARED_GOLDEN, "index.json"))
-    else os.path.join(HERE, "..", "tests", "golden")
-)
+# A GET 200 answer captured from the released runtime (the same bytes as tests/golden/).
+GOLDEN = os.path.join(HERE, "data")
 IMPLS = ["compiled", "pure", "released"]
 # The 35 KB decode also runs the compiled twin on each JSON-unescaper path this CPU
 # allows ("compiled-avx2", ...), forced with the private _simd() switch.

@@ -11,8 +11,9 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
-import released_sse
 from vastar_fast.sse import _scanner_py
+
+from . import released_sse
 
 try:
     from vastar_fast.sse import _scanner_c
