@@ -54,10 +54,18 @@ def import_twin(name: str) -> Optional[ModuleType]:
 def import_package() -> List[ModuleType]:
     """Every module of vastar_fast (so that nothing binds a twin after the switch)."""
     for info in pkgutil.walk_packages(vastar_fast.__path__, "vastar_fast."):
-        if info.name.split(".")[-1] in ("__main__",):
+        if info.name.split(".")[-1] in ("__main__",) or info.name.startswith(BENCHMARKS):
             continue
         importlib.import_module(info.name)
-    return [m for n, m in sorted(sys.modules.items()) if n.startswith("vastar_fast") and m]
+    return [
+        m
+        for n, m in sorted(sys.modules.items())
+        if n.startswith("vastar_fast") and not n.startswith(BENCHMARKS) and m
+    ]
+
+
+BENCHMARKS = "vastar_fast.benchmarks"
+"""The benchmark suites import both twins on purpose (to compare them): not scanned."""
 
 
 def twin_of(value: object) -> Optional[str]:

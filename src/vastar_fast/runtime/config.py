@@ -130,6 +130,7 @@ class HTTPSettings:
     """Follow 3xx redirects, each hop checked against the tenant's policy; credentials
     are not sent across origins. False: the 3xx answer goes back to the client."""
     max_redirects: int = 10
+    """Redirect hops followed for one request; the next one fails PERMANENT."""
 
 
 @dataclass
