@@ -44,11 +44,11 @@ def _bindings(twin: str) -> List[Tuple[object, str, object]]:
         if twins.wrong_twin(value, twin):
             out.append((owner, name, twins.resolve(value, name, twin)))
     # The runtime's request path (an in-process RuntimeServer runs it).
-    engine = _import("vastar_fast.runtime.engine")
+    engine = twins.import_twin("vastar_fast.runtime.engine")
     if engine is not None:
         package = "vastar_fast.runtime._compiled" if twin == "compiled" else "vastar_fast.runtime"
         for name in engine.TWINNED:
-            mod = _import(f"{package}.{name}")
+            mod = twins.import_twin(f"{package}.{name}")
             if mod is None:
                 pytest.skip(f"{package}.{name} is not built (python setup.py build_ext --inplace)")
             out.append((engine, name, mod))

@@ -88,6 +88,7 @@ class PreAnswered:
 
 def _sse_payload() -> bytes:
     from stack_bench import sse_body
+
     from vastar_fast.protocol import codec
 
     body = sse_body().decode()

@@ -23,8 +23,6 @@ from ..types import MAX_PAYLOAD_SIZE
 from .frames import (
     _KV_MAX_ENTRIES,
     _KV_SLACK,
-    _kv_amplified,
-    _kv_too_many,
     CancelRequestFrame,
     CreditUpdateFrame,
     ExecuteRequestFrame,
@@ -34,6 +32,8 @@ from .frames import (
     HTTPResponsePayload,
     StreamChunkFrame,
     StreamStartFrame,
+    _kv_amplified,
+    _kv_too_many,
 )
 
 if TYPE_CHECKING:
