@@ -495,3 +495,28 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> str:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert
+
+
+def test_our_clients_send_the_token_from_the_environment(
+    tmp_path: Path, a_host: ScriptedUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vastar_fast import AsyncRuntimeClient, HTTPRequest, RuntimeClient, RuntimeConfig
+
+    config = {"security": {"token": TOKEN}}
+    with Daemon(tmp_path, config, log_level="WARNING") as d:
+        cfg = RuntimeConfig(socket_path=d.socket_path)
+        req = HTTPRequest("GET", a_host.base + "/echo")
+        monkeypatch.delenv("VASTAR_RUNTIME_TOKEN", raising=False)
+        with RuntimeClient(cfg) as c, pytest.raises(Exception, match="security.token"):
+            c.execute_http(req)
+        monkeypatch.setenv("VASTAR_RUNTIME_TOKEN", TOKEN)
+        with RuntimeClient(cfg) as c:
+            assert c.execute_http(req).status_code == 200
+            with c.stream_http(req) as s:
+                assert s.status_code == 200 and s.read()
+
+        async def main() -> int:
+            async with AsyncRuntimeClient(cfg) as ac:
+                return (await ac.execute_http(req)).status_code
+
+        assert asyncio.run(main()) == 200

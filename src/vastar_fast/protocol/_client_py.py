@@ -34,6 +34,7 @@ under the channel's send lock, never while holding it.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import struct
 import sys
@@ -65,13 +66,11 @@ from .events import (
     StreamDataReceived,
     StreamStarted,
 )
-from .frames import EXT_HEADER, EXT_STREAM
+from .frames import TOKEN_ENV, extension_headers
 
 __all__ = ["BlockingChannel", "ClientConnection", "Waiter"]
 
 log = logging.getLogger("vastar_fast.client")
-
-_STREAM_OPT_IN = ((EXT_HEADER, EXT_STREAM),)
 
 _SUCCESS = ErrorClass.SUCCESS
 _MAX_ABANDONED = 4096
@@ -183,6 +182,7 @@ class ClientConnection:
         self.where = where
         self.leftover_hook: Optional[Callable[[List[Event]], None]] = None
         """Driver hook for :meth:`received`: events no waiter took."""
+        self._ext_plain, self._ext_stream = extension_headers(os.environ.get(TOKEN_ENV))
         self.broken_hook: Optional[Callable[[ConnectorException], None]] = None
         """Driver hook for :meth:`received`: the runtime sent bytes that are not frames."""
 
@@ -214,7 +214,7 @@ class ClientConnection:
         """
         frame = encode_http_request_frame(
             request_id, tenant_id, workspace_id, trace_id, deadline_at_ms,
-            method, url, headers, body, _STREAM_OPT_IN if stream else None,
+            method, url, headers, body, self._ext_stream if stream else self._ext_plain,
         )  # fmt: skip
         if len(frame) - 4 > self.max_frame_size:
             raise FrameTooLargeError(len(frame) - 4, self.max_frame_size)
@@ -270,7 +270,7 @@ class ClientConnection:
                 request.url,
                 request.headers,
                 body,
-                _STREAM_OPT_IN if stream else None,
+                self._ext_stream if stream else self._ext_plain,
             )
         except ProtocolError as exc:
             raise policy.invalid_request(exc, rid) from None

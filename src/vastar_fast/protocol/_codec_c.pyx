@@ -1903,8 +1903,8 @@ from .events import CreditsUpdated as _CreditsUpdated
 from .events import HealthReceived as _HealthReceived
 from .events import StreamDataReceived as _StreamDataReceived
 from .events import StreamStarted as _StreamStarted
-from .frames import EXT_HEADER as _EXT_HEADER
-from .frames import EXT_STREAM as _EXT_STREAM
+from .frames import TOKEN_ENV as _TOKEN_ENV
+from .frames import extension_headers as _extension_headers
 
 
 cdef extern from "Python.h":
@@ -1931,7 +1931,6 @@ cdef object _log = _logging.getLogger("vastar_fast.client")
 cdef object _monotonic = _time.monotonic
 cdef object _wall_clock = _time.time
 cdef object _object_new = object.__new__
-cdef object _STREAM_OPT_IN = ((_EXT_HEADER, _EXT_STREAM),)
 cdef object _SUCCESS = _ErrorClass.SUCCESS
 cdef object _TIMEOUT_CLASS = _ErrorClass.TIMEOUT
 cdef Py_ssize_t _MAX_ABANDONED = 4096
@@ -2099,6 +2098,8 @@ cdef class ClientConnection:
     cdef public object leftover_hook
     cdef public object broken_hook
     cdef list _leftover
+    cdef object _ext_plain
+    cdef object _ext_stream
 
     def __init__(self, max_frame_size=MAX_PAYLOAD_SIZE, request_id_seed=None, config=None,
                  where="(not connected)"):
@@ -2120,6 +2121,7 @@ cdef class ClientConnection:
         self.leftover_hook = None
         self.broken_hook = None
         self._leftover = None
+        self._ext_plain, self._ext_stream = _extension_headers(_os.environ.get(_TOKEN_ENV))
 
     # ------------------------------------------------------------ requests (low level)
     def next_request_id(self):
@@ -2131,7 +2133,7 @@ cdef class ClientConnection:
         """The frame for one http request; registers it as outstanding."""
         frame = _http_request_frame(
             request_id, tenant_id, workspace_id, trace_id, deadline_at_ms, method, url,
-            headers, body, _STREAM_OPT_IN if stream else None,
+            headers, body, self._ext_stream if stream else self._ext_plain,
         )
         if PyBytes_GET_SIZE(frame) - 4 > self._cap:
             raise FrameTooLargeError(PyBytes_GET_SIZE(frame) - 4, self.max_frame_size)
@@ -2188,7 +2190,7 @@ cdef class ClientConnection:
             raise _policy.too_large(len(body), self.max_frame_size, rid_obj)
         tenant = request.tenant_id or config.tenant_id
         workspace = request.workspace_id or config.workspace_id
-        ext = _STREAM_OPT_IN if stream else None
+        ext = self._ext_stream if stream else self._ext_plain
         try:
             frame = None
             if deadline_ms is None:

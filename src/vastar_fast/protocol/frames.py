@@ -12,6 +12,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 __all__ = [
     "EXT_HEADER",
     "EXT_STREAM",
+    "TOKEN_ENV",
+    "TOKEN_KEY",
     "CancelRequestFrame",
     "CreditUpdateFrame",
     "ExecuteRequestFrame",
@@ -21,6 +23,7 @@ __all__ = [
     "HealthResponseFrame",
     "StreamChunkFrame",
     "StreamStartFrame",
+    "extension_headers",
 ]
 
 # KeyValue lists are decoded into one (key, value) pair per vector element, and a
@@ -47,6 +50,17 @@ EXT_HEADER = "vastar-ext"
 """ExecuteRequest.headers key through which a client opts in to extensions."""
 EXT_STREAM = "stream"
 """Feature: forward the upstream answer incrementally (StreamStart, StreamChunk)."""
+TOKEN_KEY = "vastar-token"
+"""ExecuteRequest.headers key carrying the token a runtime may require (released runtimes
+ignore the list); our clients send ``$VASTAR_RUNTIME_TOKEN`` there when it is set."""
+TOKEN_ENV = "VASTAR_RUNTIME_TOKEN"
+
+
+def extension_headers(token: Optional[str]) -> Tuple[Optional[tuple], tuple]:
+    """The ExecuteRequest KeyValue lists a client sends: (plain request, streaming
+    request), with the token when there is one."""
+    tok = ((TOKEN_KEY, token),) if token else ()
+    return (tok or None), ((EXT_HEADER, EXT_STREAM), *tok)
 
 
 class ExecuteRequestFrame(NamedTuple):
