@@ -507,7 +507,7 @@ def test_our_clients_send_the_token_from_the_environment(
         cfg = RuntimeConfig(socket_path=d.socket_path)
         req = HTTPRequest("GET", a_host.base + "/echo")
         monkeypatch.delenv("VASTAR_RUNTIME_TOKEN", raising=False)
-        with RuntimeClient(cfg) as c, pytest.raises(Exception, match="security.token"):
+        with RuntimeClient(cfg) as c, pytest.raises(Exception, match=r"security\.token"):
             c.execute_http(req)
         monkeypatch.setenv("VASTAR_RUNTIME_TOKEN", TOKEN)
         with RuntimeClient(cfg) as c:
