@@ -112,6 +112,8 @@ class Runtime:
                                          limits.idle_timeout_s / 4))  # fmt: skip
         self._sweeper: Optional[asyncio.TimerHandle] = None
         self.pool: Any = None
+        self.deadlines: Any = None
+        """Every request's deadline (``pipeline.Deadlines`` of the serving twin)."""
         """The upstream connection pool (``UpstreamPool`` of the serving twin)."""
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
@@ -124,6 +126,7 @@ class Runtime:
         self._idle = asyncio.Event()  # set by the last request to finish while stopping
         self._abandon = asyncio.Event()
         self.pool = engine.upstream.UpstreamPool(self.loop, self.settings.http)
+        self.deadlines = engine.pipeline.Deadlines(self.loop)
         # The pure codec twin imports flatbuffers with its first frame buffer: pay that
         # now, not in the first client's first request.
         ServerConnection()
@@ -283,6 +286,7 @@ class Runtime:
             except asyncio.TimeoutError:
                 log.warning("some client connections did not close in time")
         await self.pool.close()
+        self.deadlines.close()
         self.metrics.close()
         log.info("runtime stopped")
 
