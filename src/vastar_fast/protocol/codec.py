@@ -24,7 +24,7 @@ else:
         ACCELERATED = True
     except ImportError:  # not built (no compiler at install time): the pure twin serves
         from ._codec_py import *  # noqa: F403
-        from ._codec_py import __all__
+        from ._codec_py import __all__  # noqa: F401
 
         ACCELERATED = False
 # (both twins export the same names: tests/protocol checks it; the compiled one is taken
