@@ -39,6 +39,8 @@ Example (every key shown with its default unless noted)::
       max_attempts: 3
       base_delay_ms: 50
       max_delay_ms: 2000
+    tracing:
+      otel: false                                  # spans via OTEL_* (needs the otel extra)
     tenants:
       default:
         allowed_hosts: ["*"]
@@ -72,6 +74,7 @@ __all__ = [
     "RuntimeSettings",
     "SecuritySettings",
     "TenantPolicy",
+    "TracingSettings",
     "load_settings",
     "parse_tcp",
     "settings_from_mapping",
@@ -157,6 +160,14 @@ class SecuritySettings:
 
 
 @dataclass
+class TracingSettings:
+    otel: bool = False
+    """Record OpenTelemetry spans (one per request, one per upstream attempt) and export
+    them as the ``OTEL_*`` environment variables say (OTLP by default); needs the
+    ``otel`` extra. The same as ``--otel``. Trace context is continued either way."""
+
+
+@dataclass
 class TenantPolicy:
     """What one tenant may do. The ``default`` policy covers tenants not listed."""
 
@@ -187,6 +198,7 @@ class RuntimeSettings:
     http: HTTPSettings = field(default_factory=HTTPSettings)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     tenants: Dict[str, TenantPolicy] = field(
         default_factory=lambda: {DEFAULT_TENANT: TenantPolicy()}
     )
@@ -292,6 +304,7 @@ _SECTIONS: Dict[str, type] = {
     "http": HTTPSettings,
     "breaker": BreakerSettings,
     "retry": RetrySettings,
+    "tracing": TracingSettings,
 }
 
 

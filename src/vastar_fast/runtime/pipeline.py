@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 from vastar_fast.errors import ProtocolError
 from vastar_fast.protocol import codec
 from vastar_fast.runtime.redact import redact_headers, redact_url
+from vastar_fast.runtime.tracing import begin_trace
 from vastar_fast.types import MAX_PAYLOAD_SIZE, ErrorClass
 
 from .breaker import BreakerOpen
@@ -129,6 +130,8 @@ class Exchange:
     hops: cython.int
     _headers: dict
     _sse: cython.bint
+    trace: Any
+    """tracing.RequestTrace when the runtime records spans (--otel), else None."""
 
     def __init__(
         self, rt: Runtime, ipc: Any, rid: int, tenant_id: str, stream: bool,
@@ -170,6 +173,7 @@ class Exchange:
         self.hops = 0
         self._headers = {}
         self._sse = False
+        self.trace = None
 
     # ---------------------------------------------------------------- start
     def start(self, frame: codec.ExecuteRequestFrame) -> None:
@@ -219,6 +223,9 @@ class Exchange:
         self.body = text.encode("utf-8") if text else b""
         self.headers = http.headers
         self.payload_len = len(payload)
+        if rt.tracer is not None or frame.headers:  # tracing.py: continue the caller's trace
+            self.trace = begin_trace(rt.tracer, frame.headers, http.headers, method, http.url,
+                                     text, frame.tenant_id, self.rid, self.extended_stream)  # fmt: skip
         self._route(target_of(http.url), tenant)
         self.limit = tenant.policy.max_response_bytes
         slot = tenant.acquire()
@@ -309,6 +316,10 @@ class Exchange:
             self._fail_with(_TRANSIENT, exc.message + tail)
             return
         target = self.target
+        if self.trace is not None:  # tracing.py: a span per attempt, its traceparent upstream
+            limits = self.rt.settings.limits
+            self.request_bytes = self.trace.attempt(self.status, self.method, target,
+                                                    self.headers, self.body, limits)  # fmt: skip
         got = self.rt.pool.acquire(self.pool_key, target.host, target.port, self.ssl_ctx,
                                    target.host_key, self._connected,
                                    self.allow_link_local)  # fmt: skip
@@ -356,6 +367,8 @@ class Exchange:
     def on_body(self, data: bytes) -> None:
         if self.done or self.redirect is not None:
             return
+        if self.trace is not None:  # tracing.py: GenAI response attributes
+            self.trace.body(data)
         ipc = self.ipc
         rid = self.rid
         if len(data) <= _CHUNK_MAX:
@@ -390,6 +403,8 @@ class Exchange:
             except Exception as exc:  # a bug: answer anyway
                 self._internal_error(exc)
             return
+        if self.trace is not None:  # tracing.py: GenAI response attributes
+            self.trace.body(body)
         try:
             if self.extended_stream:
                 frame = _encode_http_response(self.rid, self.status, self._headers, b"",
@@ -417,6 +432,8 @@ class Exchange:
         self.conn = None
         if self.done:
             return
+        if self.trace is not None:  # tracing.py: the attempt's span ends with the failure
+            self.trace.failed(int(failure.error_class), failure.message)
         breaker = self.breaker
         if failure.host_fault:
             breaker.record_failure()
@@ -538,6 +555,8 @@ class Exchange:
             tenant.release(self.tenant_slot)
         rt = self.rt
         rt.request_finished(self.tenant_id, error_class, _perf() - self.t0)
+        if self.trace is not None:  # tracing.py: the attempt's and the request's spans end
+            self.trace.finish(error_class, self.status, frame)
         if rt.debug:
             log.debug("request %d done: error_class=%d in %dus", self.rid, error_class,
                       self._us())  # fmt: skip

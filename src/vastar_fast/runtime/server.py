@@ -29,6 +29,7 @@ from .config import RuntimeSettings
 from .listen import SocketInUseError, bind_tcp, bind_unix, check_exposure, is_loopback
 from .metrics import Metrics, create_metrics
 from .retry import RetryPolicy
+from .tracing import RuntimeTracer, runtime_tracer
 
 __all__ = ["Runtime", "SocketInUseError"]
 
@@ -100,6 +101,9 @@ class Runtime:
             shared=self.shared,
         )
         self.retry = RetryPolicy(settings.retry)
+        self.tracer: Optional[RuntimeTracer] = runtime_tracer(settings)
+        """OpenTelemetry spans (tracing.py): None unless tracing.otel / --otel; may be set
+        before start() to record through a given TracerProvider."""
         self.debug = False
         self._servers: List[asyncio.AbstractServer] = []
         self._closed_servers: List[asyncio.AbstractServer] = []
@@ -288,6 +292,8 @@ class Runtime:
         await self.pool.close()
         self.deadlines.close()
         self.metrics.close()
+        if self.tracer is not None:  # tracing.py: flush the spans
+            self.tracer.shutdown()
         log.info("runtime stopped")
 
     async def _close_listeners(self) -> None:
