@@ -21,6 +21,8 @@ import pytest
 import support  # noqa: F401  (puts the flatc-generated reader on sys.path)
 import twins
 
+pytest_plugins = ("suites_report",)  # the verification suites' sizes and figures
+
 TWINS = ("compiled", "pure")
 # Test directories whose tests are parametrized over both twins.
 TWIN_DIRS = frozenset({"client", "connectors", "runtime", "demo", "integrations"})

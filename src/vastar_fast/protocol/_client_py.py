@@ -419,9 +419,15 @@ class ClientConnection:
 
     def _drain(self) -> List[Event]:
         leftover: List[Event] = []
+        frames = self._frames
         try:
-            for mtype, body in self._frames.frames():
-                self._on_frame(mtype, body, leftover)
+            # One frame at a time, in stream order: the frames before a bad length field
+            # are delivered before it fails the connection (as the compiled twin does).
+            while True:
+                frame = frames.next_frame()
+                if frame is None:
+                    break
+                self._on_frame(frame[0], frame[1], leftover)
         except ProtocolError as exc:
             self.fail(policy.bad_frame(exc, isinstance(exc, FrameTooLargeError)))
             raise
