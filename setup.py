@@ -27,6 +27,9 @@ EXTENSIONS = [
 # The runtime's request path, written in Cython's pure Python mode: the .py modules are
 # the pure twin and are compiled, unchanged, into vastar_fast.runtime._compiled.
 RUNTIME_TWINS = ["breaker", "ipc", "pipeline", "policy", "shaping", "shared", "upstream"]
+# Compiled into the same package from elsewhere: the sans-I/O core's ServerConnection,
+# which the compiled ipc drives (the client side has its own compiled twin in _codec_c).
+RUNTIME_ALSO = {"connection": "src/vastar_fast/protocol/connection.py"}
 
 
 class OptionalBuildExt(build_ext):
@@ -96,6 +99,10 @@ def _extensions() -> list:
         Extension(f"vastar_fast.runtime._compiled.{name}", [path], extra_compile_args=extra)
         for name in RUNTIME_TWINS
         if os.path.exists(path := f"src/vastar_fast/runtime/{name}.py")
+    ] + [
+        Extension(f"vastar_fast.runtime._compiled.{name}", [path], extra_compile_args=extra)
+        for name, path in RUNTIME_ALSO.items()
+        if os.path.exists(path)
     ]
     if runtime:
         # Python semantics kept (negative indexes, bounds, division): these are ordinary

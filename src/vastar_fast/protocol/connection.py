@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
-from ..errors import ProtocolError
-from ..types import MAX_PAYLOAD_SIZE, ErrorClass, MessageType
-from . import codec
-from .client_core import ClientConnection, Waiter
-from .events import (
+# Absolute imports: the runtime also compiles this module, as
+# vastar_fast.runtime._compiled.connection (setup.py), for its ServerConnection.
+from vastar_fast.errors import ProtocolError
+from vastar_fast.protocol import codec
+from vastar_fast.protocol.client_core import ClientConnection, Waiter
+from vastar_fast.protocol.events import (
     CancelReceived,
     CreditsUpdated,
     Event,
@@ -35,7 +36,8 @@ from .events import (
     StreamDataReceived,
     StreamStarted,
 )
-from .frames import EXT_HEADER, EXT_STREAM
+from vastar_fast.protocol.frames import EXT_HEADER, EXT_STREAM
+from vastar_fast.types import MAX_PAYLOAD_SIZE, ErrorClass, MessageType
 
 __all__ = [
     "EXT_HEADER",

@@ -25,12 +25,11 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from vastar_fast.protocol.connection import (
+from vastar_fast.protocol.events import (
     CancelReceived,
     HealthCheckReceived,
     InvalidMessage,
     RequestReceived,
-    ServerConnection,
 )
 from vastar_fast.types import ErrorClass
 
@@ -40,6 +39,11 @@ try:
     import cython
 except ImportError:  # pragma: no cover - Cython not installed: the pure twin
     from vastar_fast import _cython_shim as cython
+
+if cython.compiled:  # the same sans-I/O core, compiled beside this module (setup.py)
+    from .connection import ServerConnection  # type: ignore[import-not-found,unused-ignore]
+else:
+    from vastar_fast.protocol.connection import ServerConnection
 
 if TYPE_CHECKING:
     from vastar_fast.runtime.server import Runtime
