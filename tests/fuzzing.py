@@ -109,7 +109,7 @@ class Hostile:
                 buf[min(pos, len(buf) - 1)] = rng.choice((0, 1, 0x7F, 0x80, 0xFE, 0xFF))
             elif op == 2 and len(buf) >= 4:  # an interesting 32-bit word (offsets, lengths)
                 i = min(pos, len(buf) - 4)
-                value = rng.choice(_INTERESTING_U32 + (len(buf), len(buf) - i, i))
+                value = rng.choice((*_INTERESTING_U32, len(buf), len(buf) - i, i))
                 buf[i : i + 4] = struct.pack("<I", value & 0xFFFFFFFF)
             elif op == 3:  # insert random bytes
                 buf[pos:pos] = rng.randbytes(rng.randint(1, 16))

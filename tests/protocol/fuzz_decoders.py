@@ -125,16 +125,24 @@ BODY_DECODERS = ("decode_execute_request", "decode_execute_response", "decode_he
                  "decode_credit_update", "decode_stream_start", "decode_stream_chunk",
                  "decode_cancel_request")  # fmt: skip
 TARGETS: List[Tuple[str, Callable[[Any, bytes, int], Any], Tuple[Any, Any]]] = [
-    *((name, (lambda n: lambda m, d, c: outcome(getattr(m, n), d))(name), (_codec_py, _codec_c))
-      for name in BODY_DECODERS),  # fmt: skip
-    ("decode_http_request_payload",
-     lambda m, d, c: outcome(m.decode_http_request_payload, d), (_codec_py, _codec_c)),
-    ("decode_http_response_payload",
-     lambda m, d, c: outcome(m.decode_http_response_payload, d), (_codec_py, _codec_c)),
+    *(
+        (name, (lambda n: lambda m, d, c: outcome(getattr(m, n), d))(name), (_codec_py, _codec_c))
+        for name in BODY_DECODERS
+    ),
+    (
+        "decode_http_request_payload",
+        lambda m, d, c: outcome(m.decode_http_request_payload, d),
+        (_codec_py, _codec_c),
+    ),
+    (
+        "decode_http_response_payload",
+        lambda m, d, c: outcome(m.decode_http_response_payload, d),
+        (_codec_py, _codec_c),
+    ),
     ("FrameBuffer", frame_stream, (_codec_py, _codec_c)),
     ("ClientConnection.receive_data", client_stream, (_client_py, _codec_c)),
     ("SSEDecoder", sse_stream, (_scanner_py, _scanner_c)),
-]  # fmt: skip
+]
 
 
 class Mismatch(AssertionError):

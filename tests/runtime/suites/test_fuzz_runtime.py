@@ -68,7 +68,8 @@ async def fuzz(path: str, sink: str, total: int, seed: int, daemon_pid: int) -> 
             while not stop.is_set():
                 h = await w.health_check(10)
                 r = await asyncio.wait_for(
-                    w.send_request(rid, http_frame(rid, "GET", sink + "/small"), False), 20)
+                    w.send_request(rid, http_frame(rid, "GET", sink + "/small"), False), 20
+                )
                 if not h.healthy or r.error_class != 0 or response_payload(r)["status_code"] != 200:
                     failures.append(f"watcher: {h} / {r}")
                 stats["watch_ok"] += 1
@@ -165,8 +166,9 @@ def test_hostile_frames_never_hurt_the_runtime(
     config = {
         "limits": {"max_connections": 256, "idle_timeout_s": 60, "frame_timeout_s": 30},
         "retry": {"max_attempts": 1},
-        "tenants": {"default": {"allowed_hosts": [f"127.0.0.1:{upstream.port}"],
-                                "max_concurrent": 5000}},  # fmt: skip
+        "tenants": {
+            "default": {"allowed_hosts": [f"127.0.0.1:{upstream.port}"], "max_concurrent": 5000}
+        },
     }
     with Daemon(tmp_path, config, log_level="WARNING") as d:
         assert d.proc is not None

@@ -28,7 +28,7 @@ from vastar_fast.types import RuntimeConfig
 
 from ..helpers import Daemon, Raw
 from ..upstream import wait_until
-from .conftest import FULL, optional_int, simulator, size
+from .conftest import FULL, optional_int, simulator
 from .wire import Sampler, Wire
 
 STREAMS = 1000
@@ -112,7 +112,8 @@ def test_a_thousand_concurrent_streams(tmp_path: Path, services: List[Any], desc
                           if e.get("choices"))  # fmt: skip
         assert text.endswith("data: [DONE]\n\n"), (i, text[-200:])
         assert events[-1]["choices"][0]["finish_reason"] == "stop" or any(
-            e.get("choices") and e["choices"][0].get("finish_reason") == "stop" for e in events)
+            e.get("choices") and e["choices"][0].get("finish_reason") == "stop" for e in events
+        )
         assert content, i
         chunks += len(pieces)
     figures("load", concurrent_streams=out["peak"], seconds=round(out["seconds"], 1),
@@ -191,11 +192,15 @@ async def _soak_load(path: str, url: str, until: float, seed: int,
     await asyncio.gather(hostile(), *(worker(i) for i in range(32)))
 
 
+SOAK_S = optional_int("VASTAR_SOAK_S") or 600
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(SOAK_S + 300)  # above pytest-timeout's 300 s default
 @pytest.mark.skipif(not FULL, reason="the soak runs with VASTAR_SUITES=full (10 minutes)")
 def test_soak_keeps_rss_and_descriptors_flat(tmp_path: Path, services: List[Any],
                                              figures: Callable[..., None]) -> None:  # fmt: skip
-    seconds = optional_int("VASTAR_SOAK_S") or size(600, 600)
+    seconds = SOAK_S
     sim = simulator(tmp_path / "sim", "--answer-tokens", "40", "--tokens-per-chunk", "4",
                     "--fault-rate", "0.05", "--seed", "11", "--fault-kinds",
                     "rate_limit,server_error,disconnect,malformed,truncate,duplicate,overloaded",

@@ -197,7 +197,10 @@ def test_sigterm_completes_requests_in_flight_and_exits_0(
         if i % 2 == 0:
             assert r.status_code == 200, r
             doc = json.loads(r.body)
-            assert doc["choices"][0]["finish_reason"] == "stop" and doc["usage"]["completion_tokens"] == 20
+            assert (
+                doc["choices"][0]["finish_reason"] == "stop"
+                and doc["usage"]["completion_tokens"] == 20
+            )
         else:
             status, body = r
             assert status == 200 and body.endswith(b"data: [DONE]\n\n"), body[-200:]
