@@ -16,9 +16,9 @@ Extensions (docs/protocol.md): a client opts in per request by putting the
 
 from __future__ import annotations
 
-import logging
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
+from .._log import lazy_logger
 from ..errors import ProtocolError
 from ..types import MAX_PAYLOAD_SIZE, ErrorClass, MessageType
 from . import codec
@@ -56,7 +56,7 @@ __all__ = [
     "extensions_of",
 ]
 
-log = logging.getLogger("vastar_fast.protocol")
+log = lazy_logger("vastar_fast.protocol")
 
 _EXECUTE_REQUEST = int(MessageType.EXECUTE_REQUEST)
 _HEALTH_CHECK = int(MessageType.HEALTH_CHECK)
