@@ -1330,9 +1330,12 @@ def _simd_from_env():
     want = os.environ.get("VASTAR_FAST_SIMD", "").strip().lower()
     if not want:
         return
-    from .._log import logger
+    # The plain logger, not _log's: this runs while vastar_fast is being imported, before
+    # the package's NullHandler exists, so with logging unconfigured the warning reaches
+    # stderr through Python's last-resort handler (a misspelt variable must be seen).
+    import logging
 
-    log = logger("vastar_fast.protocol")
+    log = logging.getLogger("vastar_fast.protocol")
     if want not in _SIMD_NAMES:
         log.warning("VASTAR_FAST_SIMD=%r is not one of %s; using %s, the best this CPU has",
                     want, ", ".join(_SIMD_NAMES), best)
