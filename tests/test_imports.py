@@ -1,6 +1,9 @@
 """What ``import vastar_fast`` costs: neither flatbuffers nor numpy when the compiled
-twin is live (the pure twin imports flatbuffers on first encode), and asyncio only when
-the asyncio client is used. Checked in fresh interpreters, with numpy installed."""
+twin is live (the pure twin imports flatbuffers on first encode), asyncio only when the
+asyncio client is used, and none of the stdlib modules it defers (logging until it
+logs; threading, socket, math, contextvars with the compiled twin). Checked in fresh
+interpreters, with numpy installed: which modules are loaded, never how long it took
+(``python -m vastar_fast.benchmarks.import_time`` measures that)."""
 
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ PROBE = r"""
 import json, sys
 def loaded():
     return {m: m in sys.modules for m in ("flatbuffers", "numpy", "asyncio")}
+DEFERRED = ("logging", "threading", "socket", "_socket", "math", "contextvars")
 import vastar_fast
 out = {"import": loaded(), "accelerated": vastar_fast.ACCELERATED}
+out["deferred"] = sorted(m for m in DEFERRED if m in sys.modules)
 from vastar_fast import HTTPRequest, RuntimeClient, SSEParser
 from vastar_fast.protocol import codec
 from vastar_fast.protocol.connection import ClientConnection
@@ -62,6 +67,7 @@ def test_compiled_twin_never_imports_flatbuffers_numpy_or_asyncio_unasked() -> N
     out = probe("0")
     assert out["accelerated"] is True
     assert out["import"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
+    assert out["deferred"] == []
     assert out["use"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
     assert out["async"] == {"flatbuffers": False, "numpy": False, "asyncio": True}
 
@@ -70,6 +76,9 @@ def test_pure_twin_imports_flatbuffers_only_once_used() -> None:
     out = probe("1")
     assert out["accelerated"] is False
     assert out["import"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
+    # the pure client core imports socket and threading at import; logging waits
+    deferred = out["deferred"]
+    assert isinstance(deferred, list) and "logging" not in deferred
     use = out["use"]
     assert isinstance(use, dict) and use["flatbuffers"] is True and use["asyncio"] is False
     assert out["async"]["asyncio"] is True  # type: ignore[index]

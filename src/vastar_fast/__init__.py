@@ -5,7 +5,6 @@ signatures, defaults and behaviour are the released SDK's. Hot paths run in comp
 Cython twins when they are built; :data:`ACCELERATED` says whether they all are.
 """
 
-import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from .client import HealthStatus, HTTPStream, RuntimeClient
@@ -75,6 +74,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# A library never configures logging; it only keeps Python's last-resort handler from
-# printing its records when the application has not configured any.
-_logging.getLogger(__name__).addHandler(_logging.NullHandler())
+# Logging: the modules above log through vastar_fast._log, which imports logging on
+# first use and only then gives the "vastar_fast" logger its NullHandler (a library never
+# configures logging; it only keeps Python's last-resort handler from printing its
+# records when the application has configured none).

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Callable, List, Optional, TypeVar
 
+from ._log import lazy_logger
 from .errors import ConnectorException
 
 __all__ = ["retry_with_backoff"]
 
-log = logging.getLogger("vastar_fast.retry")
+log = lazy_logger("vastar_fast.retry")
 
 T = TypeVar("T")
 

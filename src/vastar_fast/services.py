@@ -32,7 +32,6 @@ import atexit
 import contextlib
 import http.client
 import json
-import logging
 import os
 import shutil
 import signal
@@ -61,6 +60,8 @@ from typing import (
 
 import vastar_fast
 
+from ._log import logger
+
 __all__ = [
     "ENDPOINT_VARS",
     "EmbeddedServices",
@@ -84,7 +85,7 @@ __all__ = [
     "unix_socket_ready",
 ]
 
-log = logging.getLogger("vastar_fast.services")
+log = logger("vastar_fast.services")  # the real one, with the package's NullHandler
 
 #: Environment variables that would redirect a child runtime (or our client) elsewhere.
 ENDPOINT_VARS = ("VASTAR_SOCKET_PATH", "VASTAR_USE_TCP", "VASTAR_TCP_HOST", "VASTAR_TCP_PORT")

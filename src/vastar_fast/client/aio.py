@@ -12,11 +12,11 @@ being refused.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import deque
 from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, Deque, List, Optional, Set, Type
 
+from .._log import logger
 from ..errors import ConnectorException
 from ..protocol import client_core
 from ..protocol import client_policy as policy
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncHTTPStream", "AsyncRuntimeClient"]
 
-log = logging.getLogger("vastar_fast.client")
+log = logger("vastar_fast.client")  # the real one, with the package's NullHandler
 
 
 def _expire(fut: asyncio.Future[None]) -> None:

@@ -10,11 +10,11 @@ closes sockets and shapes the public API.
 
 from __future__ import annotations
 
-import logging
-import threading
 import weakref
+from _thread import allocate_lock  # what threading.Lock is: threading itself is not needed
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Type
 
+from .._log import lazy_logger
 from ..protocol import client_core
 from ..protocol import client_policy as policy
 from ..types import HTTPRequest, HTTPResponse, RuntimeConfig
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HTTPStream", "RuntimeClient"]
 
-log = logging.getLogger("vastar_fast.client")
+log = lazy_logger("vastar_fast.client")
 
 
 class RuntimeClient:
@@ -43,8 +43,8 @@ class RuntimeClient:
         self.config = config if config is not None else RuntimeConfig()
         self._channel: Optional[BlockingChannel] = None
         self._endpoint: Optional[Endpoint] = None
-        self._connect_lock = threading.Lock()
-        self._health_lock = threading.Lock()
+        self._connect_lock = allocate_lock()
+        self._health_lock = allocate_lock()
         self._next_id: Optional[int] = None
 
     # ------------------------------------------------------------------ lifecycle

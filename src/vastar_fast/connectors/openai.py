@@ -21,7 +21,6 @@ The API key is never logged, printed or included in an exception.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from types import TracebackType
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type, Union
 from urllib.parse import urlsplit
 
+from .._log import logger
 from ..client.sync import RuntimeClient
 from ..errors import ConnectorException
 from ..types import ErrorClass, HTTPRequest, HTTPResponse
@@ -43,7 +43,7 @@ __all__ = [
     "TokenCallback",
 ]
 
-log = logging.getLogger("vastar_fast.connectors.openai")
+log = logger("vastar_fast.connectors.openai")  # the real one, with the package's NullHandler
 
 TokenCallback = Callable[[str], None]
 

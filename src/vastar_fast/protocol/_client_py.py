@@ -33,7 +33,6 @@ under the channel's send lock, never while holding it.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import struct
@@ -43,6 +42,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from .._log import lazy_logger
 from ..errors import ConnectorException, FrameTooLargeError, ProtocolError
 from ..types import MAX_PAYLOAD_SIZE, ErrorClass, HTTPRequest, HTTPResponse, RuntimeConfig
 from . import client_policy as policy
@@ -71,7 +71,7 @@ from .tracecontext import context_getter, trace_pairs
 
 __all__ = ["BlockingChannel", "ClientConnection", "Waiter"]
 
-log = logging.getLogger("vastar_fast.client")
+log = lazy_logger("vastar_fast.client")
 
 _SUCCESS = ErrorClass.SUCCESS
 _MAX_ABANDONED = 4096

@@ -35,8 +35,6 @@ from cpython.unicode cimport PyUnicode_CheckExact
 from libc.stdint cimport int32_t, int64_t, int8_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memmove, memset
 
-import math
-
 from ..errors import FrameTooLargeError, ProtocolError
 from ..types import MAX_PAYLOAD_SIZE
 from .frames import (
@@ -418,7 +416,11 @@ cdef class FrameBuffer:
             self._limit = 4294967296
         elif max_frame_size < 0:
             self._limit = -1
+        elif type(max_frame_size) is int:  # the default: floor() would return it as is
+            self._limit = max_frame_size
         else:
+            import math  # only for float caps and the like: not at import
+
             self._limit = math.floor(max_frame_size)
         self._blk = None
         self._start = 0
@@ -1322,13 +1324,17 @@ def _simd(name=None):
 
 def _simd_from_env():
     """VASTAR_FAST_SIMD, read once at import: force a path, or the best this CPU has."""
-    import logging
     import os
 
     best = _SIMD_NAMES[vf_simd_init()]
     want = os.environ.get("VASTAR_FAST_SIMD", "").strip().lower()
     if not want:
         return
+    # The plain logger, not _log's: this runs while vastar_fast is being imported, before
+    # the package's NullHandler exists, so with logging unconfigured the warning reaches
+    # stderr through Python's last-resort handler (a misspelt variable must be seen).
+    import logging
+
     log = logging.getLogger("vastar_fast.protocol")
     if want not in _SIMD_NAMES:
         log.warning("VASTAR_FAST_SIMD=%r is not one of %s; using %s, the best this CPU has",
@@ -1889,10 +1895,11 @@ from cpython.float cimport PyFloat_AsDouble
 from cpython.long cimport PyLong_FromLongLong
 from libc.errno cimport EINTR
 
-import logging as _logging
 import os as _os
+import sys as _sys
 import time as _time
-from _socket import timeout as _socket_timeout
+
+from .._log import lazy_logger as _lazy_logger
 
 from ..errors import ConnectorException as _ConnectorException
 from ..types import ErrorClass as _ErrorClass
@@ -1929,7 +1936,7 @@ cdef extern from "client_io.h":
     double vf_wall_ms() nogil
 
 
-cdef object _log = _logging.getLogger("vastar_fast.client")
+cdef object _log = _lazy_logger("vastar_fast.client")
 cdef object _monotonic = _time.monotonic
 cdef object _wall_clock = _time.time
 cdef object _object_new = object.__new__
@@ -1939,8 +1946,12 @@ cdef Py_ssize_t _MAX_ABANDONED = 4096
 cdef bint _use_fd = VF_POSIX_IO != 0
 # What an expired socket timeout raises: SO_RCVTIMEO/SO_SNDTIMEO give EAGAIN
 # (BlockingIOError); a socket object's own timeout raises socket.timeout, which is
-# TimeoutError only from Python 3.10 on.
-cdef tuple _TIMED_OUT = (BlockingIOError, TimeoutError, _socket_timeout)
+# TimeoutError only from Python 3.10 on (so _socket, a shared library, is loaded only
+# before 3.10).
+cdef tuple _TIMED_OUT = (BlockingIOError, TimeoutError)
+if _sys.version_info < (3, 10):
+    from _socket import timeout as _socket_timeout
+    _TIMED_OUT = (BlockingIOError, TimeoutError, _socket_timeout)
 
 
 def _client_io(posix=None):

@@ -16,11 +16,11 @@ Extensions (docs/protocol.md): a client opts in per request by putting the
 
 from __future__ import annotations
 
-import logging
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 # Absolute imports: the runtime also compiles this module, as
 # vastar_fast.runtime._compiled.connection (setup.py), for its ServerConnection.
+from vastar_fast._log import lazy_logger
 from vastar_fast.errors import ProtocolError
 from vastar_fast.protocol import codec
 from vastar_fast.protocol.client_core import ClientConnection, Waiter
@@ -58,7 +58,7 @@ __all__ = [
     "extensions_of",
 ]
 
-log = logging.getLogger("vastar_fast.protocol")
+log = lazy_logger("vastar_fast.protocol")
 
 _EXECUTE_REQUEST = int(MessageType.EXECUTE_REQUEST)
 _HEALTH_CHECK = int(MessageType.HEALTH_CHECK)

@@ -15,13 +15,13 @@ made by opentelemetry's own W3C propagator, only when the context is not empty.
 
 from __future__ import annotations
 
-import contextvars
-import logging
 from typing import Any, Callable, Mapping, Optional, Tuple
+
+from .._log import lazy_logger
 
 __all__ = ["TRACEPARENT", "TRACESTATE", "context_getter", "trace_pairs"]
 
-log = logging.getLogger("vastar_fast.client")
+log = lazy_logger("vastar_fast.client")
 
 TRACEPARENT = "traceparent"
 """ExecuteRequest.headers key (and HTTP header) of the W3C trace parent."""
@@ -44,6 +44,8 @@ def context_getter() -> Optional[Getter]:
     if _loaded:
         return _getter
     _loaded = True
+    import contextvars
+
     try:
         from opentelemetry import context as otel_context
     except Exception:  # not installed (or broken): the clients send no trace context

@@ -20,11 +20,11 @@ One of the runtime's twinned request-path modules (see ``upstream.py``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+from vastar_fast._log import logger
 from vastar_fast.protocol.events import (
     CancelReceived,
     HealthCheckReceived,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["IPCConnection"]
 
-log = logging.getLogger("vastar_fast.runtime")
+log = logger("vastar_fast.runtime")  # the real one, with the package's NullHandler
 
 _MAX_DEADLINE_S = 7 * 24 * 3600.0
 _TRANSIENT = int(ErrorClass.TRANSIENT)

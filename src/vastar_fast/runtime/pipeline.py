@@ -23,10 +23,10 @@ One of the runtime's twinned request-path modules (see ``upstream.py``).
 from __future__ import annotations
 
 import heapq
-import logging
 import time
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
+from vastar_fast._log import logger
 from vastar_fast.errors import ProtocolError
 from vastar_fast.protocol import codec
 from vastar_fast.runtime.redact import redact_headers, redact_url
@@ -66,7 +66,7 @@ __all__ = [
     "Exchange",
 ]
 
-log = logging.getLogger("vastar_fast.runtime")
+log = logger("vastar_fast.runtime")  # the real one, with the package's NullHandler
 
 BY_CLIENT = "client"
 BY_DEADLINE = "deadline"

@@ -22,6 +22,7 @@ import os
 import socket
 from typing import Any, List, Optional, Set, Tuple
 
+from vastar_fast._log import logger
 from vastar_fast.protocol.connection import ServerConnection
 
 from . import engine
@@ -51,7 +52,7 @@ def _frame_timeout(seconds: float) -> bytes:
     )  # fmt: skip
 
 
-log = logging.getLogger("vastar_fast.runtime")
+log = logger("vastar_fast.runtime")  # the real one, with the package's NullHandler
 
 
 class Runtime:

@@ -27,11 +27,11 @@ KeyValue list.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from vastar_fast._log import logger
 from vastar_fast.protocol.tracecontext import TRACEPARENT, TRACESTATE
 from vastar_fast.runtime.config import ConfigError, RuntimeSettings
 from vastar_fast.runtime.redact import redact_url
@@ -47,7 +47,7 @@ __all__ = [
     "valid_traceparent",
 ]
 
-log = logging.getLogger("vastar_fast.runtime")
+log = logger("vastar_fast.runtime")  # the real one, with the package's NullHandler
 
 SCOPE = "vastar_fast.runtime"
 """The instrumentation scope name of the runtime's spans."""

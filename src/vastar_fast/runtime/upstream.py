@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import socket
 import ssl
 import zlib
@@ -41,6 +40,7 @@ from typing import Any, Callable, Deque, List, Optional, Tuple
 
 import httptools
 
+from vastar_fast._log import logger
 from vastar_fast.runtime.config import HTTPSettings, TenantPolicy
 from vastar_fast.types import ErrorClass
 
@@ -61,7 +61,7 @@ __all__ = [
     "classify_connect_error",
 ]
 
-log = logging.getLogger("vastar_fast.runtime")
+log = logger("vastar_fast.runtime")  # the real one, with the package's NullHandler
 
 PoolKey = Tuple[str, str, int, Any]
 """(scheme, host, port, TLS settings key): connections are shared only within a key."""

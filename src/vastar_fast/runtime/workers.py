@@ -38,13 +38,15 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from vastar_fast._log import logger
+
 from . import engine
 from .config import RuntimeSettings
 from .listen import SocketInUseError, bind_tcp, bind_unix, check_exposure
 
 __all__ = ["RESPAWN_LIMIT", "RESPAWN_WINDOW_S", "default_workers", "supervise", "usable_cpus"]
 
-log = logging.getLogger("vastar_fast.runtime")
+log = logger("vastar_fast.runtime")  # the real one, with the package's NullHandler
 
 RESPAWN_LIMIT = 5
 RESPAWN_WINDOW_S = 60.0

@@ -16,7 +16,6 @@ import asyncio
 import functools
 import itertools
 import json
-import logging
 import math
 import os
 import time
@@ -24,6 +23,8 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from aiohttp import web
+
+from vastar_fast._log import logger
 
 from .dialects import (
     DIALECTS,
@@ -57,7 +58,7 @@ from .settings import SimulatorSettings
 
 __all__ = ["SETTINGS_KEY", "STATE_KEY", "SimulatorState", "create_app"]
 
-log = logging.getLogger("vastar_fast.simulator")
+log = logger("vastar_fast.simulator")  # the real one, with the package's NullHandler
 
 Plan = Union[StreamPlan, FullPlan]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -11,6 +11,8 @@ from typing import List, Optional
 
 from aiohttp import web
 
+from vastar_fast._log import logger
+
 from .app import create_app
 from .faults import FAULT_KINDS, parse_kinds
 from .server import new_event_loop
@@ -18,7 +20,7 @@ from .settings import SimulatorSettings
 
 __all__ = ["build_parser", "main"]
 
-log = logging.getLogger("vastar_fast.simulator")
+log = logger("vastar_fast.simulator")  # the real one, with the package's NullHandler
 
 
 def build_parser() -> argparse.ArgumentParser:

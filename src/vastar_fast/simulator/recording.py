@@ -24,7 +24,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import logging
 import os
 import re
 import time
@@ -34,11 +33,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 from aiohttp import web
 
+from vastar_fast._log import logger
+
 from .settings import SimulatorSettings
 
 __all__ = ["REDACTED", "create_record_app", "create_replay_app", "match_key"]
 
-log = logging.getLogger("vastar_fast.simulator")
+log = logger("vastar_fast.simulator")  # the real one, with the package's NullHandler
 
 REDACTED = "REDACTED"
 FORMAT_VERSION = 1

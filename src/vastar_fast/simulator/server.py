@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from types import TracebackType
 from typing import Optional, Type
 
 from aiohttp import web
 
+from vastar_fast._log import logger
+
 from .app import create_app
 from .settings import SimulatorSettings
 
 __all__ = ["SimulatorServer", "new_event_loop"]
 
-log = logging.getLogger("vastar_fast.simulator")
+log = logger("vastar_fast.simulator")  # the real one, with the package's NullHandler
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
