@@ -72,6 +72,6 @@ def test_anthropic_through_the_released_runtime(released: tuple) -> None:
         base_url=url, api_key="sk-ant-test",
         http_client=httpx2.Client(transport=RuntimeTransport(config)),
     )  # fmt: skip
-    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=100, messages=PROMPT) as s:
+    with client.messages.stream(model="claude-sonnet-4-6", max_tokens=100, messages=PROMPT) as s:
         assert "".join(s.text_stream) == ANSWER
     client.close()

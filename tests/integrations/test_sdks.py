@@ -60,7 +60,7 @@ def async_anthropic(config: RuntimeConfig, stack_url: str, **kw: Any) -> anthrop
 
 
 CHAT: Dict[str, Any] = {"model": "gpt-4o", "messages": PROMPT}
-MESSAGE: Dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": PROMPT}
+MESSAGE: Dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": PROMPT}
 
 
 # ---------------------------------------------------------------- answers

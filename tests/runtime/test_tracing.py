@@ -406,7 +406,7 @@ def test_an_openai_chat_completion_gets_genai_attributes(
 def test_an_anthropic_message_gets_genai_attributes(
     traced: Traced, simulator: SimulatorServer, stream: bool, extended: bool
 ) -> None:
-    body = dict(CHAT, model="claude-sonnet-4-5", stream=stream)
+    body = dict(CHAT, model="claude-sonnet-4-6", stream=stream)
     headers = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"}
     raw = _chat(traced, simulator.base_url + "/v1/messages", body, headers, extended)
     if stream:
@@ -420,7 +420,7 @@ def test_an_anthropic_message_gets_genai_attributes(
                   msg["usage"]["output_tokens"], msg["stop_reason"])  # fmt: skip
     (attempt,) = by_kind(traced.spans(2), SpanKind.CLIENT)
     attrs = dict(attempt.attributes or {})
-    assert attempt.name == "chat claude-sonnet-4-5"
+    assert attempt.name == "chat claude-sonnet-4-6"
     assert attrs["gen_ai.provider.name"] == "anthropic"
     got = (attrs["gen_ai.response.id"], attrs["gen_ai.response.model"],
            attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"],
