@@ -4,44 +4,17 @@ by both twins with the same error instead of being decoded into many copies."""
 from __future__ import annotations
 
 from types import ModuleType
-from typing import List, Tuple
+from typing import Tuple
 
-import flatbuffers
 import pytest
 
+from fuzzing import kv_request
 from vastar_fast.errors import ProtocolError
 from vastar_fast.protocol import _codec_py
 
 from .codec_helpers import outcome
 
-
-def request_with_kv(pairs: List[Tuple[str, str]], repeat_first: int = 0) -> bytes:
-    """ExecuteRequest FlatBuffers bytes; ``repeat_first`` extra vector entries point at
-    the first KeyValue table again (what a hostile builder can do)."""
-    b = flatbuffers.Builder(1024)
-    tables = []
-    for k, v in pairs:
-        ko, vo = b.CreateString(k), b.CreateString(v)
-        b.StartObject(2)
-        b.PrependUOffsetTRelativeSlot(0, ko, 0)
-        b.PrependUOffsetTRelativeSlot(1, vo, 0)
-        tables.append(b.EndObject())
-    entries = tables + [tables[0]] * repeat_first
-    b.StartVector(4, len(entries), 4)
-    for t in reversed(entries):
-        b.PrependUOffsetTRelative(t)
-    vec = b.EndVector()
-    tenant, conn, op = b.CreateString("t"), b.CreateString("http"), b.CreateString("request")
-    payload = b.CreateByteVector(b'{"method":"GET","url":"http://h/"}')
-    b.StartObject(9)
-    b.PrependUint64Slot(0, 7, 0)
-    b.PrependUOffsetTRelativeSlot(1, tenant, 0)
-    b.PrependUOffsetTRelativeSlot(4, conn, 0)
-    b.PrependUOffsetTRelativeSlot(5, op, 0)
-    b.PrependUOffsetTRelativeSlot(7, payload, 0)
-    b.PrependUOffsetTRelativeSlot(8, vec, 0)
-    b.Finish(b.EndObject())
-    return bytes(b.Output())
+request_with_kv = kv_request  # the hostile builder's shape (tests/fuzzing.py)
 
 
 def test_amplified_vector_is_refused(codec: ModuleType) -> None:
