@@ -9,9 +9,10 @@ the messages' JSON, at least 1) and a completion between 1 and ``max_tokens`` (d
 64), drawn from the request body and a counter. ``x-status: 429`` answers 429 with
 ``retry-after-ms`` from ``x-retry-after-ms``.
 
-``GET /_arrivals`` returns ``[[t, tokens, status], ...]``: the ``time.monotonic()`` at
-which each request arrived (one clock for every process of the host), the tokens it
-used as the upstream counts them (prompt plus completion; 0 for a 429) and its status.
+``GET /_arrivals`` returns ``[[t, tokens, status, tag], ...]``: the
+``time.monotonic()`` at which each request arrived (one clock for every process of the
+host), the tokens it used as the upstream counts them (prompt plus completion; 0 for a
+429), its status and its ``x-tag`` header (the sender's label, "" without).
 ``DELETE /_arrivals`` forgets them. Loopback only.
 """
 
@@ -56,10 +57,11 @@ def make_app(latency_ms: float = 0.0) -> web.Application:
 
     async def chat(request: web.Request) -> web.StreamResponse:
         now = time.monotonic()
+        tag = request.headers.get("x-tag", "")
         body = await request.read()
         delay = latency_ms + float(request.headers.get("x-latency-ms", "0"))
         if request.headers.get("x-status") == "429":
-            arrivals.append([now, 0, 429])
+            arrivals.append([now, 0, 429, tag])
             retry_ms = request.headers.get("x-retry-after-ms", "1000")
             return web.json_response(
                 {"error": {"message": "Rate limit reached (fleet upstream)", "type": "requests"}},
@@ -69,7 +71,7 @@ def make_app(latency_ms: float = 0.0) -> web.Application:
             )  # fmt: skip
         counter[0] += 1
         prompt, completion = tokens_for(body, counter[0])
-        arrivals.append([now, prompt + completion, 200])
+        arrivals.append([now, prompt + completion, 200, tag])
         data = json.loads(body) if body else {}
         if delay > 0:
             await asyncio.sleep(delay / 1000.0)
@@ -155,7 +157,7 @@ class FleetUpstream:
         return f"http://127.0.0.1:{self.port}"
 
     def arrivals(self) -> List[List[Any]]:
-        """``[[monotonic time, tokens, status], ...]`` of every request so far."""
+        """``[[monotonic time, tokens, status, tag], ...]`` of every request so far."""
         return fetch_arrivals(self.base)
 
     def close(self) -> None:

@@ -1089,6 +1089,9 @@ class QuotaService:
             return
         live = self.live if self.live > 0 else self.assumed_runtimes
         why, wait_us = b.fits_locally(now_us, t.cost_r, t.cost_t, live)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("quota %s: local decision %s (own %d/%d, fleet before %d/%d, %d live)",
+                      q.name, "wait" if why else "admit", b.o_r, b.o_t, b.m_r, b.m_t, live)  # fmt: skip
         if not why:
             self._admit_locally(b, cur, t)
             self._admitted(t, _LOCAL, cur, "local")
@@ -1226,6 +1229,9 @@ class QuotaService:
             self._schedule(b)
             return
         while b.queue and not b.pumping:
+            if self.loop.time() < b.blocked_until:  # the last one decided to wait again
+                self._schedule(b)
+                return
             head = b.queue.pop(0)
             head.queued = False
             if head.closed:
@@ -1376,6 +1382,7 @@ class QuotaService:
                 b.blocked_until = max(b.provider_block, min(b.blocked_until, now))
                 self._schedule(b)
         if state == _DOWN:
+            self.backend.reset()
             log.warning("quotas: Redis cannot be reached (%s); every quota runs on its "
                         "on_backend_failure mode until it answers again", why)  # fmt: skip
         elif state == _RECOVERING:

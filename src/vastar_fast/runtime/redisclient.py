@@ -125,6 +125,15 @@ class RedisBackend:
         else:
             done(task.result(), None)
 
+    def reset(self) -> None:
+        """Drop the pooled connections (Redis went away: they are all dead, and each
+        would fail one call when it comes back)."""
+        if self.closed:
+            return
+        task = self.loop.create_task(self._redis.connection_pool.disconnect())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def close(self) -> None:
         """Wait (within the deadline) for calls in flight, then close the connections."""
         pending: List[asyncio.Task] = list(self._tasks)
