@@ -23,7 +23,7 @@ import twins
 
 TWINS = ("compiled", "pure")
 # Test directories whose tests are parametrized over both twins.
-TWIN_DIRS = frozenset({"client", "connectors", "runtime", "demo"})
+TWIN_DIRS = frozenset({"client", "connectors", "runtime", "demo", "integrations"})
 
 
 def _bindings(twin: str) -> List[Tuple[object, str, object]]:

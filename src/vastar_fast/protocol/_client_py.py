@@ -67,6 +67,7 @@ from .events import (
     StreamStarted,
 )
 from .frames import TOKEN_ENV, extension_headers
+from .tracecontext import context_getter, trace_pairs
 
 __all__ = ["BlockingChannel", "ClientConnection", "Waiter"]
 
@@ -82,6 +83,23 @@ beyond this many the oldest are forgotten (a runtime that never answers them).""
 _TIMEVAL = (
     None if sys.platform == "win32" or not hasattr(socket, "SO_RCVTIMEO") else struct.Struct("@ll")
 )
+
+_trace_get: Any = None
+"""opentelemetry's current-context getter (tracecontext.py): None until the first
+request looks it up, False when opentelemetry is not installed."""
+
+
+def _trace_getter() -> Any:
+    global _trace_get
+    getter = context_getter()
+    _trace_get = getter if getter is not None else False
+    return _trace_get
+
+
+def _trace_reset() -> None:
+    """Private, for tests: look opentelemetry up again on the next request."""
+    global _trace_get
+    _trace_get = None
 
 
 class Waiter:
@@ -259,6 +277,16 @@ class ClientConnection:
         body = request.body
         if isinstance(body, (bytes, str)) and len(body) > self.max_frame_size:
             raise policy.too_large(len(body), self.max_frame_size, rid)  # not worth encoding
+        ext = self._ext_stream if stream else self._ext_plain
+        getter = _trace_get
+        if getter is None:
+            getter = _trace_getter()
+        if getter is not False:
+            ctx = getter()
+            if ctx:  # something is current: the span's traceparent, if there is one
+                traced = trace_pairs(ctx)
+                if traced is not None:
+                    ext = traced if ext is None else ext + traced
         try:
             frame = encode_http_request_frame(
                 rid,
@@ -270,7 +298,7 @@ class ClientConnection:
                 request.url,
                 request.headers,
                 body,
-                self._ext_stream if stream else self._ext_plain,
+                ext,
             )
         except ProtocolError as exc:
             raise policy.invalid_request(exc, rid) from None

@@ -1905,6 +1905,8 @@ from .events import StreamDataReceived as _StreamDataReceived
 from .events import StreamStarted as _StreamStarted
 from .frames import TOKEN_ENV as _TOKEN_ENV
 from .frames import extension_headers as _extension_headers
+from .tracecontext import context_getter as _context_getter
+from .tracecontext import trace_pairs as _trace_pairs
 
 
 cdef extern from "Python.h":
@@ -1952,6 +1954,23 @@ def _client_io(posix=None):
 
 
 cdef double _GRACE_S = _policy.CLIENT_GRACE_MS / 1000.0
+
+# opentelemetry's current-context getter (tracecontext.py): None until the first request
+# looks it up, False when opentelemetry is not installed.
+cdef object _trace_get = None
+
+
+cdef object _trace_getter():
+    global _trace_get
+    getter = _context_getter()
+    _trace_get = getter if getter is not None else False
+    return _trace_get
+
+
+def _trace_reset():
+    """Private, for tests: look opentelemetry up again on the next request."""
+    global _trace_get
+    _trace_get = None
 
 
 cdef inline double _now() except? -1.0:
@@ -2191,6 +2210,15 @@ cdef class ClientConnection:
         tenant = request.tenant_id or config.tenant_id
         workspace = request.workspace_id or config.workspace_id
         ext = self._ext_stream if stream else self._ext_plain
+        getter = _trace_get
+        if getter is None:
+            getter = _trace_getter()
+        if getter is not False:
+            ctx = getter()
+            if ctx:  # something is current: the span's traceparent, if there is one
+                traced = _trace_pairs(ctx)
+                if traced is not None:
+                    ext = traced if ext is None else ext + traced
         try:
             frame = None
             if deadline_ms is None:

@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default event loop")
     p.add_argument(
+        "--otel",
+        action="store_true",
+        help="record OpenTelemetry spans (one per request, one per upstream attempt) and "
+        "export them as the OTEL_* variables say (OTLP/HTTP by default); needs the otel "
+        "extra. Trace context is continued without it too",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         metavar="N",
@@ -163,7 +170,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             settings.log_level = args.log_level
         if args.metrics_port is not None:
             settings.metrics_port = args.metrics_port
+        if args.otel:
+            settings.tracing.otel = True
         settings.validate()
+        if settings.tracing.otel:  # tracing.py: say what to install before starting
+            from .tracing import check_otel_available
+
+            check_otel_available()
         if not args.log_level and args.config is None:
             settings.log_level = "INFO"
     except ConfigError as exc:

@@ -39,6 +39,8 @@ Example (every key shown with its default unless noted)::
       max_attempts: 3
       base_delay_ms: 50
       max_delay_ms: 2000
+    tracing:
+      otel: false                                  # spans via OTEL_* (needs the otel extra)
     tenants:
       default:
         allowed_hosts: ["*"]
@@ -83,6 +85,7 @@ __all__ = [
     "SecuritySettings",
     "SharedStateSettings",
     "TenantPolicy",
+    "TracingSettings",
     "load_settings",
     "parse_tcp",
     "settings_from_mapping",
@@ -165,6 +168,14 @@ class SecuritySettings:
     token: Optional[str] = field(default=None, repr=False)
     """When set, every request must carry it (ExecuteRequest KeyValue ``vastar-token``);
     also what allows ``listen.tcp`` beyond loopback."""
+
+
+@dataclass
+class TracingSettings:
+    otel: bool = False
+    """Record OpenTelemetry spans (one per request, one per upstream attempt) and export
+    them as the ``OTEL_*`` environment variables say (OTLP by default); needs the
+    ``otel`` extra. The same as ``--otel``. Trace context is continued either way."""
 
 
 @dataclass
@@ -271,6 +282,7 @@ class RuntimeSettings:
     http: HTTPSettings = field(default_factory=HTTPSettings)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     tenants: Dict[str, TenantPolicy] = field(
         default_factory=lambda: {DEFAULT_TENANT: TenantPolicy()}
     )
@@ -446,6 +458,7 @@ _SECTIONS: Dict[str, type] = {
     "breaker": BreakerSettings,
     "retry": RetrySettings,
     "shared_state": SharedStateSettings,
+    "tracing": TracingSettings,
 }
 
 

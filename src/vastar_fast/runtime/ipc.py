@@ -34,7 +34,7 @@ from vastar_fast.protocol.connection import (
 )
 from vastar_fast.types import ErrorClass
 
-from .pipeline import BY_CLIENT, BY_DEADLINE, BY_DISCONNECT, Exchange
+from .pipeline import BY_CLIENT, BY_DISCONNECT, Exchange
 
 try:
     import cython
@@ -251,4 +251,4 @@ class IPCConnection:
         rt.request_started()
         ex.start(frame)  # the upstream request goes out first; bookkeeping after it
         if not ex.done:
-            ex.timer = loop.call_at(deadline, ex.cancel, BY_DEADLINE)
+            ex.deadline_slot = rt.deadlines.add(ex, deadline)

@@ -22,13 +22,22 @@ import os
 import socket
 from typing import Any, List, Optional, Set, Tuple
 
+from vastar_fast.protocol.connection import ServerConnection
+
 from . import engine
 from .config import RuntimeSettings
 from .listen import SocketInUseError, bind_tcp, bind_unix, check_exposure, is_loopback
 from .metrics import Metrics, create_metrics
 from .retry import RetryPolicy
+from .tracing import RuntimeTracer, runtime_tracer
 
 __all__ = ["Runtime", "SocketInUseError"]
+
+
+def _log_accept_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("runtime worker: could not serve a handed-over connection: %s",
+                    task.exception())  # fmt: skip
 
 
 def _frame_timeout(seconds: float) -> bytes:
@@ -51,8 +60,9 @@ class Runtime:
     Create it, ``await start()`` on the loop that will run it, then
     ``await serve_until_stopped()``; :meth:`request_stop` (signal handler, other thread
     via ``call_soon_threadsafe``) begins the graceful shutdown. ``sockets`` gives it
-    listening sockets bound elsewhere, ``shared`` the state shared with its sibling
-    processes and ``metrics`` the recorder (the worker processes of ``--workers``).
+    listening sockets bound elsewhere; ``channel`` a socket over which accepted
+    connections arrive instead, ``shared`` the state shared with its sibling processes
+    and ``metrics`` the recorder (the worker processes of ``--workers``).
     """
 
     def __init__(
@@ -63,9 +73,11 @@ class Runtime:
         sockets: Optional[List[socket.socket]] = None,
         shared: Optional[Any] = None,
         metrics: Optional[Metrics] = None,
+        channel: Optional[socket.socket] = None,
     ) -> None:
-        if socket_path is None and tcp is None and not sockets:
+        if socket_path is None and tcp is None and not sockets and channel is None:
             raise ValueError("the runtime needs a Unix socket path or a TCP address to listen on")
+        self._channel = channel
         self.settings = settings
         self.socket_path = socket_path
         self.tcp = tcp
@@ -89,6 +101,9 @@ class Runtime:
             shared=self.shared,
         )
         self.retry = RetryPolicy(settings.retry)
+        self.tracer: Optional[RuntimeTracer] = runtime_tracer(settings)
+        """OpenTelemetry spans (tracing.py): None unless tracing.otel / --otel; may be set
+        before start() to record through a given TracerProvider."""
         self.debug = False
         self._servers: List[asyncio.AbstractServer] = []
         self._closed_servers: List[asyncio.AbstractServer] = []
@@ -102,6 +117,8 @@ class Runtime:
         self._sweeper: Optional[asyncio.TimerHandle] = None
         self.pool: Any = None
         """The upstream connection pool (``UpstreamPool`` of the serving twin)."""
+        self.deadlines: Any = None
+        """Every request's deadline (``pipeline.Deadlines`` of the serving twin)."""
         self.quotas: Any = None
         """Fleet quotas (``quotas.QuotaService``), or None when none are configured (then
         Redis is never imported)."""
@@ -116,17 +133,24 @@ class Runtime:
         self._idle = asyncio.Event()  # set by the last request to finish while stopping
         self._abandon = asyncio.Event()
         self.pool = engine.upstream.UpstreamPool(self.loop, self.settings.http)
+        self.deadlines = engine.pipeline.Deadlines(self.loop)
+        # The pure codec twin imports flatbuffers with its first frame buffer: pay that
+        # now, not in the first client's first request.
+        ServerConnection()
         for policy in self.settings.tenants.values():
             self.pool.ssl_for(policy)  # a bad ca_file fails now, not per request
         try:
             for sock in self._given_sockets:
                 await self._serve_socket(sock)
-            if self.socket_path is not None and not self._given_sockets:
+            if self._channel is not None:
+                self._channel.setblocking(False)
+                self.loop.add_reader(self._channel.fileno(), self._take_connections)
+            elif self.socket_path is not None and not self._given_sockets:
                 sock = bind_unix(self.socket_path)
                 st = os.stat(self.socket_path)
                 self._socket_inode = (st.st_dev, st.st_ino)
                 await self._serve_socket(sock)
-            if self.tcp is not None and not self._given_sockets:
+            if self.tcp is not None and not self._given_sockets and self._channel is None:
                 refusal = check_exposure(self.tcp[0], self.settings)
                 if refusal is not None:
                     raise OSError(refusal)
@@ -175,6 +199,32 @@ class Runtime:
                     log.debug("closing a client connection idle for %.0fs", quiet)
                 transport.close()
         self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    def _take_connections(self) -> None:
+        """Connections the supervisor accepted and handed to this worker (``--workers``):
+        file descriptors over the channel, served like our own accepts."""
+        assert self._channel is not None
+        try:
+            msg, fds, _, _ = socket.recv_fds(self._channel, 64, 64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            msg, fds = b"", []
+            log.warning("runtime worker: the supervisor's channel failed (%s); stopping", exc)
+        if not msg and not fds:  # the supervisor is gone: finish what we have and stop
+            self.loop.remove_reader(self._channel.fileno())
+            self.request_stop()
+            return
+        for fd in fds:
+            # Served even while stopping: the client sent its request before the stop,
+            # and the admission answers it (TRANSIENT "shutting down") instead of a silent
+            # close.
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+            task = self.loop.create_task(
+                self.loop.connect_accepted_socket(lambda: engine.ipc.IPCConnection(self), sock)
+            )
+            task.add_done_callback(_log_accept_failure)
 
     async def _serve_socket(self, sock: socket.socket) -> None:
         loop = self.loop
@@ -250,15 +300,23 @@ class Runtime:
             except asyncio.TimeoutError:
                 log.warning("some client connections did not close in time")
         await self.pool.close()
+        self.deadlines.close()
         if self.quotas is not None:  # fleet quotas: leave the fleet's count
             await self.quotas.close()
         self.metrics.close()
+        if self.tracer is not None:  # tracing.py: flush the spans
+            self.tracer.shutdown()
         log.info("runtime stopped")
 
     async def _close_listeners(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._channel is not None:
+            try:
+                self.loop.remove_reader(self._channel.fileno())
+            except (ValueError, OSError):
+                pass
         await self._close_servers()
 
     async def _close_servers(self) -> None:

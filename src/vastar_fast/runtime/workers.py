@@ -3,8 +3,10 @@
 The supervisor binds the listening sockets (Unix and/or TCP), makes the
 :class:`~.shared.SharedState` (tenant concurrency counts, circuit breakers), then
 forks the workers. Every worker runs a whole :class:`~.server.Runtime` on its own event
-loop over the same listening sockets: the kernel hands each new connection to one
-worker, which serves that connection to its end. Limits that are promises about the
+loop. The supervisor accepts each new connection and hands it (its file descriptor,
+over a per-worker Unix socket pair) to the workers in turn, so connections spread
+evenly; a worker serves a connection to its end. (Letting every worker accept on the
+shared socket left the kernel to pick, and it often gave most connections to one.) Limits that are promises about the
 daemon as a whole stay so: a tenant's ``max_concurrent`` is counted in shared memory,
 and a host's breaker is one breaker for all workers (``shared.py`` says why shared
 rather than divided). Credits are per connection, so per worker by construction.
@@ -30,6 +32,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -83,7 +86,7 @@ def _die_with_parent() -> None:
 def _run_worker(
     index: int,
     settings: RuntimeSettings,
-    sockets: List[Any],
+    channel: socket.socket,
     socket_path: Optional[str],
     shared: Any,
     ready_fd: int,
@@ -101,7 +104,7 @@ def _run_worker(
     loop = loop_factory()
     asyncio.set_event_loop(loop)
     metrics = PrometheusMetrics(None) if settings.metrics_port is not None else None
-    runtime = Runtime(settings, socket_path, None, sockets=sockets, shared=shared, metrics=metrics)
+    runtime = Runtime(settings, socket_path, None, shared=shared, metrics=metrics, channel=channel)
 
     async def serve() -> int:
         await runtime.start()
@@ -143,6 +146,8 @@ class _Supervisor:
         self.loop_factory = loop_factory
         self.shared = engine.shared.SharedState(shared=True)
         self.workers: Dict[int, int] = {}  # pid -> index
+        self.channels: Dict[int, socket.socket] = {}  # pid -> our end of its channel
+        self._turn = 0
         self.deaths: List[float] = []
         self.signals = 0
         self.forwarded = 0
@@ -154,6 +159,7 @@ class _Supervisor:
         """Closes the supervisor's listening sockets and removes the socket file."""
 
     def spawn(self, index: int) -> int:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             code = 1
@@ -161,14 +167,44 @@ class _Supervisor:
                 os.close(self.ready_r)
                 os.close(self.wake_r)
                 os.close(self.wake_w)
-                code = _run_worker(index, self.settings, self.sockets, self.socket_path,
+                ours.close()
+                for sock in [*self.sockets, *self.channels.values()]:
+                    sock.close()  # only the supervisor accepts; siblings' channels are theirs
+                code = _run_worker(index, self.settings, theirs, self.socket_path,
                                    self.shared, self.ready_w, self.loop_factory,
                                    os.getppid())  # fmt: skip
             finally:
                 logging.shutdown()
                 os._exit(code)
+        theirs.close()
+        ours.setblocking(False)
         self.workers[pid] = index
+        self.channels[pid] = ours
         return pid
+
+    def hand_over(self, listener: socket.socket) -> None:
+        """Accept what is waiting on ``listener`` and give each connection to the next
+        worker in turn (one that cannot take it is skipped)."""
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, say: the client retries
+                log.warning("runtime supervisor: accept failed: %s", exc)
+                return
+            try:
+                pids = sorted(self.channels)
+                for attempt in range(len(pids)):
+                    pid = pids[(self._turn + attempt) % len(pids)]
+                    try:
+                        socket.send_fds(self.channels[pid], [b"c"], [conn.fileno()])
+                    except OSError:
+                        continue
+                    self._turn = (self._turn + attempt + 1) % len(pids)
+                    break
+            finally:
+                conn.close()  # the worker has its own descriptor for it now
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signals += 1
@@ -215,6 +251,9 @@ class _Supervisor:
                 break
             if pid in self.workers:
                 del self.workers[pid]
+                channel = self.channels.pop(pid, None)
+                if channel is not None:
+                    channel.close()
                 out.append((pid, status))
                 _mark_dead(pid)
         return out
@@ -259,7 +298,11 @@ class _Supervisor:
                 self.spawn(index)
             if self.signals and not self.workers:
                 return 0 if clean and self.failed is None else 1
-            readable, _, _ = select.select([self.wake_r, self.ready_r], [], [], 0.5)
+            listeners = [] if self.signals else self.sockets
+            readable, _, _ = select.select([self.wake_r, self.ready_r, *listeners], [], [], 0.5)
+            for sock in listeners:
+                if sock in readable:
+                    self.hand_over(sock)
             if self.wake_r in readable:
                 os.read(self.wake_r, 64)
             if self.ready_r in readable:

@@ -1,0 +1,75 @@
+"""httpx transports through the Vastar runtime (older openai and anthropic releases).
+
+``httpx.Client(transport=RuntimeTransport())`` and
+``httpx.AsyncClient(transport=AsyncRuntimeTransport())`` send every request through the
+runtime: pooling, circuit breaking, tenant policy, deadlines and metrics for code that
+keeps its SDK. How requests, answers and errors map: :mod:`vastar_fast.integrations._core`
+and docs/integrations.md.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+try:
+    import httpx
+except ImportError:  # pragma: no cover - exercised in a fresh interpreter by the tests
+    raise ImportError(
+        "vastar_fast.integrations.httpx needs httpx (pip install httpx); for httpx2 (openai "
+        "3.x, anthropic 2.x) use vastar_fast.integrations.httpx2"
+    ) from None
+
+from ..client.aio import AsyncRuntimeClient
+from ..client.sync import RuntimeClient
+from ..types import RuntimeConfig
+from ._core import AsyncCore, SyncCore
+
+__all__ = ["AsyncRuntimeTransport", "RuntimeTransport"]
+
+
+class RuntimeTransport(httpx.BaseTransport):
+    """An httpx transport that sends each request through the Vastar runtime.
+
+    ``config`` says where the runtime listens and the tenant (default: a
+    ``RuntimeConfig()``, overridden by the ``VASTAR_*`` variables as in the clients);
+    ``client`` shares an existing :class:`~vastar_fast.RuntimeClient` instead (not closed
+    with the transport). Thread-safe: one transport may serve many threads.
+    """
+
+    def __init__(
+        self, config: Optional[RuntimeConfig] = None, *, client: Optional[RuntimeClient] = None
+    ) -> None:
+        self._core = SyncCore(httpx, config, client)
+
+    @property
+    def client(self) -> RuntimeClient:
+        """The runtime client the requests go through."""
+        return self._core.client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response: httpx.Response = self._core.handle(request)
+        return response
+
+    def close(self) -> None:
+        self._core.close()
+
+
+class AsyncRuntimeTransport(httpx.AsyncBaseTransport):
+    """An httpx async transport that sends each request through the Vastar runtime
+    (asyncio only). ``config`` / ``client`` as for :class:`RuntimeTransport`; a client
+    made here belongs to the event loop of its first request."""
+
+    def __init__(
+        self,
+        config: Optional[RuntimeConfig] = None,
+        *,
+        client: Optional[AsyncRuntimeClient] = None,
+    ) -> None:
+        self._core = AsyncCore(httpx, config, client)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response: httpx.Response = await self._core.handle(request)
+        return response
+
+    async def aclose(self) -> None:
+        await self._core.aclose()
