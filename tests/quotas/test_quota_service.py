@@ -374,7 +374,7 @@ def test_local_share_keeps_the_fleet_within_the_quota(own_redis: RedisServer,
         b = await fleet.add(config)
         assert await until(lambda: a.live == 2 and b.live == 2)
         spent = []
-        for svc, n in ((a, 6), (b, 2)):  # 8 of 10 spent through Redis
+        for svc, n in ((a, 4), (b, 4)):  # 8 of 10 spent through Redis
             for _ in range(n):
                 t, ex = fleet.ticket(svc)
                 t.admit()
@@ -400,6 +400,39 @@ def test_local_share_keeps_the_fleet_within_the_quota(own_redis: RedisServer,
         t.admit()
         assert await until(lambda: ex.refused is not None)
         assert "across the fleet" in ex.refused
+
+    run(test)
+
+
+def test_local_share_counts_what_each_worker_spent_itself(own_redis: RedisServer,
+                                                          redis_prefix: str) -> None:  # fmt: skip
+    """A worker's copy of the counters may lack what the others admitted just before
+    Redis went away, so a share also counts what the worker itself admitted in the
+    window: limit / live at most."""
+
+    async def test(fleet: Fleet) -> None:
+        config = settings(own_redis.url, redis_prefix, requests=10, window_s=30, bucket_ms=100)
+        a = await fleet.add(config)
+        b = await fleet.add(config)
+        assert await until(lambda: a.live == 2 and b.live == 2)
+        spent = []
+        for svc, n in ((a, 6), (b, 2)):  # 8 of 10, unevenly
+            for _ in range(n):
+                t, ex = fleet.ticket(svc)
+                t.admit()
+                spent.append(ex)
+        assert await until(lambda: all(ex.went for ex in spent))
+        await asyncio.sleep(0.5)  # a heartbeat copies the fleet's counters
+        own_redis.stop()
+        local = {a: [], b: []}
+        for svc in (a, b, a, b):
+            t, ex = fleet.ticket(svc, deadline_s=1.0)
+            t.admit()
+            local[svc].append(ex)
+        assert await until(lambda: all(ex.went or ex.refused
+                                       for exs in local.values() for ex in exs), 5)  # fmt: skip
+        assert not any(ex.went for ex in local[a])  # 6 spent of its 5: both refused
+        assert sum(1 for ex in local[b] if ex.went) == 1  # (10 - 8) / 2
 
     run(test)
 

@@ -42,7 +42,8 @@ class Metrics:
         """A request that did not fit at once was admitted after waiting ``seconds``."""
 
     def quota_decision(self, quota: str, decision: str) -> None:
-        """admitted, local, open, refused or closed."""
+        """admitted (by Redis), lease (from an allowance fetched ahead), local, open,
+        refused or closed."""
 
     def quota_backend(self, up: bool) -> None:
         """Redis answers (or not)."""
@@ -154,8 +155,9 @@ class PrometheusMetrics(Metrics):
         )
         self._quota_decisions = Counter(
             "vastar_runtime_quota_decisions",
-            "Quota decisions: admitted (counted in Redis), local (on this runtime's share), "
-            "open (uncounted), refused, closed (refused: Redis unreachable)",
+            "Quota decisions: admitted (counted in Redis), lease (from an allowance counted "
+            "in Redis ahead), local (on this runtime's share), open (uncounted), refused, "
+            "closed (refused: Redis unreachable)",
             ["quota", "decision"],
             registry=self.registry,
         )

@@ -128,15 +128,39 @@ local now = now_us()
 local cur = math.floor(now / g)
 local first = math.floor((now - span) / g)
 local lo, R, T, blk = expire(key, first, nb)
+-- Add the triples bucket, delta_r, delta_t of ARGV[k..] to counted buckets (never below
+-- zero); returns the new R, T (and stores them).
+local function settle(k)
+  local r, t = R, T
+  for j = k, #ARGV, 3 do
+    local idx = tonumber(ARGV[j])
+    if idx >= lo and idx <= cur then
+      local dr, dt = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+      local v = redis.call('HMGET', key, 'r' .. idx, 't' .. idx)
+      local r0, t0 = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+      if dr < -r0 then dr = -r0 end
+      if dt < -t0 then dt = -t0 end
+      if dr ~= 0 then redis.call('HINCRBY', key, 'r' .. idx, dr) end
+      if dt ~= 0 then redis.call('HINCRBY', key, 't' .. idx, dt) end
+      r = r + dr
+      t = t + dt
+    end
+  end
+  redis.call('HSET', key, 'R', r, 'T', t)
+  return r, t
+end
 """
 
 ADMIT_LUA = (
     _COMMON
     + """
--- ARGV[5..8]: limit_r, limit_t (-1: none), cost_r, cost_t.
+-- ARGV[5..8]: limit_r, limit_t (-1: none), cost_r, cost_t; ARGV[9..]: triples bucket,
+-- delta_r, delta_t of earlier charges to settle first (the reconciliations this worker
+-- had not sent yet: they ride along instead of costing a round trip each).
 -- -> {admitted, wait_us, R, T, bucket, now, why (0 ok, 1 requests, 2 tokens, 3 blocked)}
 local lr, lt = tonumber(ARGV[5]), tonumber(ARGV[6])
 local cr, ct = tonumber(ARGV[7]), tonumber(ARGV[8])
+if #ARGV > 8 then R, T = settle(9) end
 if blk > now then return {0, blk - now, R, T, cur, now, 3} end
 local over_r = lr >= 0 and R + cr > lr
 local over_t = lt >= 0 and T + ct > lt
@@ -173,18 +197,10 @@ return {0, wait, R, T, cur, now, why}
 SETTLE_LUA = (
     _COMMON
     + """
--- ARGV[5..7]: bucket, delta_r, delta_t (a bucket no longer counted is left alone).
-local idx, dr, dt = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-if idx < lo or idx > cur then return 0 end
-local v = redis.call('HMGET', key, 'r' .. idx, 't' .. idx)
-local r0, t0 = tonumber(v[1]) or 0, tonumber(v[2]) or 0
-if dr < -r0 then dr = -r0 end
-if dt < -t0 then dt = -t0 end
-if dr ~= 0 then redis.call('HINCRBY', key, 'r' .. idx, dr) end
-if dt ~= 0 then redis.call('HINCRBY', key, 't' .. idx, dt) end
-redis.call('HSET', key, 'R', R + dr, 'T', T + dt)
+-- ARGV[5..]: triples bucket, delta_r, delta_t (a bucket no longer counted is left alone).
+R, T = settle(5)
 redis.call('PEXPIRE', key, ttl)
-return 1
+return {R, T}
 """
 )
 
@@ -249,8 +265,28 @@ return out
 MERGE_LUA = (
     _COMMON
     + """
--- ARGV[5..]: triples bucket, requests, tokens to add (admitted without Redis).
-for k = 5, #ARGV, 3 do
+-- ARGV[5]: n; ARGV[6..5+n]: triples bucket, requests, tokens that a bucket holds at
+-- least (a worker's last copy of the fleet's counters, restoring a Redis that lost
+-- them: every worker's copy may lack some, none counts any twice, so the largest
+-- wins); ARGV[6+n..]: triples to add (admitted without Redis).
+local n = tonumber(ARGV[5])
+for k = 6, 5 + n, 3 do
+  local idx = tonumber(ARGV[k])
+  if idx >= lo and idx <= cur then
+    local v = redis.call('HMGET', key, 'r' .. idx, 't' .. idx)
+    local r0, t0 = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+    local dr, dt = tonumber(ARGV[k + 1]) - r0, tonumber(ARGV[k + 2]) - t0
+    if dr > 0 then
+      redis.call('HINCRBY', key, 'r' .. idx, dr)
+      R = R + dr
+    end
+    if dt > 0 then
+      redis.call('HINCRBY', key, 't' .. idx, dt)
+      T = T + dt
+    end
+  end
+end
+for k = 6 + n, #ARGV, 3 do
   local idx = tonumber(ARGV[k])
   local dr, dt = tonumber(ARGV[k + 1]), tonumber(ARGV[k + 2])
   if idx >= lo then
@@ -561,6 +597,9 @@ MAX_BUCKETS = 10_000
 """Counters kept per worker (one per quota, or per quota and key with ``per_key``); idle
 ones are forgotten beyond it."""
 _SNAPSHOTS_PER_BEAT = 64
+SETTLE_DELAY_S = 0.005
+"""Reconciliations wait at most this long for an admission of the same quota to take
+them to Redis, then go on their own (several in one call)."""
 
 
 class Quota:
@@ -587,6 +626,10 @@ class Quota:
         self.poll_s = max(0.01, self.g / 1e6)
         """How often the head of a queue waiting for tokens asks again: reconciliations
         anywhere in the fleet free tokens before the charges expire."""
+        self.lease_s = settings.guard_ms / 2000.0
+        """How long an allowance fetched ahead (a lease) may be used: half the guard, so
+        that a request admitted from it at its end still reaches the provider within
+        the guard of the lease's charge."""
         self.mode = settings.on_backend_failure
         self.bytes_per_token = settings.prompt_bytes_per_token
         self.default_max_tokens = settings.default_max_tokens
@@ -636,15 +679,40 @@ class Bucket:
         self.m_t = 0
         self.own: Dict[int, List[int]] = {}
         """What this worker admitted without Redis (still counted)."""
+        self.mine: Dict[int, List[int]] = {}
+        """What this worker admitted that Redis counts (still counted): its part of the
+        mirror, which its share must include when Redis fails mid-window."""
+        self.i_r = 0
+        self.i_t = 0
         self.o_r = 0
         self.o_t = 0
         self.unmerged: Dict[int, List[int]] = {}
         """Changes Redis has not seen yet (added to it when it answers again)."""
         self.flush_pending = False
+        self.settles: Dict[int, List[int]] = {}
+        """Reconciliations of charges made in Redis, not sent yet: they go with this
+        worker's next admission of the quota, or after ``SETTLE_DELAY_S`` at most."""
+        self.settle_timer: Optional[asyncio.TimerHandle] = None
+        self.expired_to = -(2**62)
+        """The ``first`` of the last :meth:`expire` (nothing older is left)."""
+        # the lease: requests and tokens charged in Redis ahead, admitted locally
+        self.lease_r = 0
+        self.lease_t = 0
+        self.lease_idx = 0
+        self.lease_until = 0.0
+        self.lease_timer: Optional[asyncio.TimerHandle] = None
+        self.lease_pending = False
+        self.gap_s = 1.0
+        """Moving average of the time between this worker's admissions (the lease size)."""
+        self.cost_t_avg = 0.0
+        self.last_admit = 0.0
 
     # -- local counters
     def expire(self, first: int) -> None:
-        for table, name in ((self.mirror, "m"), (self.own, "o")):
+        if first <= self.expired_to:
+            return
+        self.expired_to = first
+        for table, name in ((self.mirror, "m"), (self.own, "o"), (self.mine, "i")):
             if not table:
                 continue
             old = [i for i in table if i < first]
@@ -653,9 +721,12 @@ class Bucket:
                 if name == "m":
                     self.m_r -= r
                     self.m_t -= t
-                else:
+                elif name == "o":
                     self.o_r -= r
                     self.o_t -= t
+                else:
+                    self.i_r -= r
+                    self.i_t -= t
 
     def add_own(self, idx: int, r: int, t: int) -> None:
         cell = self.own.get(idx)
@@ -670,6 +741,19 @@ class Bucket:
             cell[1] += t
             self.o_r += r
             self.o_t += t
+
+    def add_mine(self, idx: int, r: int, t: int) -> None:
+        cell = self.mine.get(idx)
+        if cell is None:
+            if r <= 0 and t <= 0:
+                return
+            cell = self.mine[idx] = [0, 0]
+        r = max(r, -cell[0])
+        t = max(t, -cell[1])
+        cell[0] += r
+        cell[1] += t
+        self.i_r += r
+        self.i_t += t
 
     def add_unmerged(self, idx: int, r: int, t: int) -> None:
         cell = self.unmerged.get(idx)
@@ -699,18 +783,26 @@ class Bucket:
         first = math.floor((now_us - q.span) / q.g)
         self.expire(first)
 
-        def room(o_r: int, o_t: int, m_r: int, m_t: int) -> int:
-            if q.limit_r >= 0 and o_r + cost_r > (q.limit_r - m_r) / live:
+        # Two bounds: a share of what the fleet had left by this worker's last copy of
+        # the counters (which may lack what the others admitted since), and a share of
+        # the whole limit counting what this worker admitted itself in the window
+        # (which holds however uneven the workers are, as long as the others keep to
+        # theirs too).
+        def room(o_r: int, o_t: int, m_r: int, m_t: int, i_r: int, i_t: int) -> int:
+            if q.limit_r >= 0 and (o_r + cost_r > (q.limit_r - m_r) / live
+                                   or i_r + o_r + cost_r > q.limit_r / live):  # fmt: skip
                 return _WHY_REQUESTS
-            if q.limit_t >= 0 and o_t + cost_t > (q.limit_t - m_t) / live:
+            if q.limit_t >= 0 and (o_t + cost_t > (q.limit_t - m_t) / live
+                                   or i_t + o_t + cost_t > q.limit_t / live):  # fmt: skip
                 return _WHY_TOKENS
             return 0
 
-        why = room(self.o_r, self.o_t, self.m_r, self.m_t)
+        why = room(self.o_r, self.o_t, self.m_r, self.m_t, self.i_r, self.i_t)
         if not why:
             return 0, 0.0
         o_r, o_t, m_r, m_t = self.o_r, self.o_t, self.m_r, self.m_t
-        for j in sorted(set(self.own) | set(self.mirror)):
+        i_r, i_t = self.i_r, self.i_t
+        for j in sorted(set(self.own) | set(self.mirror) | set(self.mine)):
             cell = self.own.get(j)
             if cell is not None:
                 o_r -= cell[0]
@@ -719,12 +811,37 @@ class Bucket:
             if cell is not None:
                 m_r -= cell[0]
                 m_t -= cell[1]
-            if not room(o_r, o_t, m_r, m_t):
+            cell = self.mine.get(j)
+            if cell is not None:
+                i_r -= cell[0]
+                i_t -= cell[1]
+            if not room(o_r, o_t, m_r, m_t, i_r, i_t):
                 return why, (j + 1) * q.g + q.span - now_us
         return why, -1.0
 
+    def add_settle(self, idx: int, r: int, t: int) -> None:
+        cell = self.settles.get(idx)
+        if cell is None:
+            self.settles[idx] = [r, t]
+        else:
+            cell[0] += r
+            cell[1] += t
+
+    def take_settles(self) -> List[int]:
+        """The pending reconciliations as MERGE/SETTLE triples (and none pending after)."""
+        if self.settle_timer is not None:
+            self.settle_timer.cancel()
+            self.settle_timer = None
+        taken, self.settles = self.settles, {}
+        out: List[int] = []
+        for idx, (r, t) in taken.items():
+            if r or t:
+                out += (idx, r, t)
+        return out
+
     def idle(self) -> bool:
-        return not (self.queue or self.pumping or self.own or self.unmerged)
+        return not (self.queue or self.pumping or self.own or self.unmerged or self.settles
+                    or self.lease_r or self.lease_pending)  # fmt: skip
 
 
 class Ticket:
@@ -814,22 +931,20 @@ class Ticket:
             del tail[:-_SCAN_EDGE]
 
     def done(self, status: int, body: bytes) -> None:
-        """The answer ended: charge what it used instead of the estimate."""
+        """The answer ended: charge what it used instead of the estimate (read from the
+        answer after it has gone to the client: the next loop iteration)."""
         if not self.charged:
             return
+        self.charged = False
         if self.bucket.quota.limit_t < 0:  # requests only: the charge stands
-            self.charged = False
             self.head_bytes = self.tail = None
             return
         if not body and self.head_bytes is not None:
             assert self.tail is not None
             body = bytes(self.head_bytes) + b"\n" + bytes(self.tail)
         self.head_bytes = self.tail = None
-        used = usage_tokens(body) if body else None
-        if 200 <= status < 300:
-            self.settle(1, self.cost_t if used is None else used)
-        else:  # an error answer: the provider counted the request, no tokens
-            self.settle(1, used or 0)
+        self.service.loop.call_soon(self.service.reconcile, self.bucket, self.where, self.idx,
+                                    self.cost_r, self.cost_t, status, body)  # fmt: skip
 
     def failed(self, connect: bool) -> None:
         """The attempt failed: a connection that never carried the request costs
@@ -935,12 +1050,21 @@ class QuotaService:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        settles = []
         for bucket in self._buckets.values():
+            self._drop_lease(bucket, True)
             if bucket.timer is not None:
                 bucket.timer.cancel()
                 bucket.timer = None
+            triples = bucket.take_settles()
+            if triples:
+                settles.append((bucket, triples))
         if self.state == _UP:
             try:
+                for bucket, triples in settles:
+                    q = bucket.quota
+                    await self.backend.run(self._settle, (bucket.key,),
+                                           (q.g, q.span, q.nb, q.ttl_ms, *triples))  # fmt: skip
                 await self._merge_all(False)
                 await self.backend.run(self._leave, [self._members_key], [self.member])
             except BackendError:
@@ -1016,23 +1140,117 @@ class QuotaService:
             self._enqueue(t)
             self._schedule(b)
             return
+        if b.lease_r and self.state == _UP and self._from_lease(t, b):
+            return
         self._decide(t)
+
+    # -- leases: the in-process allowance that spares a request the round trip
+    def _from_lease(self, t: Ticket, b: Bucket) -> bool:
+        """Admit ``t`` from the bucket's lease when it is valid and has room."""
+        now = t.t0
+        if now >= b.lease_until or b.lease_r < t.cost_r or b.lease_t < t.cost_t:
+            return False
+        b.lease_r -= t.cost_r
+        if b.quota.limit_t >= 0:
+            b.lease_t -= t.cost_t
+        self._admitted(t, _REDIS, b.lease_idx, "lease")
+        return True
+
+    def _note_admission(self, b: Bucket, t: Ticket) -> None:
+        """Track the admission rate; fetch the next lease when it pays and fits."""
+        now = t.t0
+        gap = now - b.last_admit
+        b.last_admit = now
+        b.gap_s = 0.8 * b.gap_s + 0.2 * min(gap, 1.0)
+        b.cost_t_avg = 0.8 * b.cost_t_avg + 0.2 * t.cost_t if b.cost_t_avg else float(t.cost_t)
+        if self.state != _UP or b.lease_pending:
+            return
+        q = b.quota
+        if b.lease_r >= 1 and now < b.lease_until - q.lease_s / 2:
+            return  # the current one still serves
+        k = int(q.lease_s / max(b.gap_s, 1e-4))
+        if k < 1:
+            return  # admissions are sparser than a lease lives: one round trip each
+        k = min(k, 64)
+        kt = math.ceil(k * b.cost_t_avg * 1.5) if q.limit_t >= 0 else 0
+        live = max(1, self.live)
+        # only while the fleet is far from the limits: near them, every request asks
+        if q.limit_r >= 0 and (b.left_r < 0 or b.left_r < 4 * live * k):
+            return
+        if q.limit_t >= 0 and (b.left_t < 0 or b.left_t < 4 * live * kt):
+            return
+        b.lease_pending = True
+        sent = self.loop.time()
+        args = [q.g, q.span, q.nb, q.ttl_ms, q.limit_r, q.limit_t, k, kt]
+        triples = b.take_settles() if b.settles else None
+        if triples:
+            args += triples
+        self.backend.call(self._admit, (b.key,), args,
+                          lambda result, error: self._leased(b, k, kt, sent, result, error,
+                                                             triples))  # fmt: skip
+
+    def _leased(self, b: Bucket, k: int, kt: int, sent: float, result: Any,
+                error: Optional[BaseException], triples: Optional[List[int]]) -> None:  # fmt: skip
+        b.lease_pending = False
+        if error is not None:
+            if triples:
+                self._settles_failed(b, triples)
+            self._failed(error)
+            return
+        self._succeeded()
+        ok, _, total_r, total_t, cur, now_us, _ = (int(v) for v in result[:7])
+        self._clock(now_us)
+        self._saw_totals(b, total_r, total_t, cur, now_us)
+        if not ok:
+            return
+        self._drop_lease(b, True)
+        if self.state != _UP or self.closing:
+            self.adjust(b, _REDIS, cur, -k, -kt, True)
+            return
+        b.lease_r, b.lease_t, b.lease_idx = k, kt, cur
+        b.lease_until = sent + b.quota.lease_s  # from before Redis charged it: never late
+        b.lease_timer = self.loop.call_at(b.lease_until, self._lease_expired, b)
+
+    def _lease_expired(self, b: Bucket) -> None:
+        b.lease_timer = None
+        self._drop_lease(b, True)
+
+    def _drop_lease(self, b: Bucket, give_back: bool) -> None:
+        """End the lease; what it did not use goes back to the fleet (when Redis can
+        hear of it; else its charge just expires)."""
+        if b.lease_timer is not None:
+            b.lease_timer.cancel()
+            b.lease_timer = None
+        r, tk = b.lease_r, b.lease_t
+        b.lease_r = b.lease_t = 0
+        b.lease_until = 0.0
+        if give_back and (r or tk) and self.state != _DOWN:
+            self.adjust(b, _REDIS, b.lease_idx, -r, -tk, True)
 
     def _decide(self, t: Ticket) -> None:
         b = t.bucket
         q = b.quota
-        # Recovering: only the shares wait for every runtime to merge what it admitted
-        if self.state == _UP or (self.state == _RECOVERING and q.mode != "local_share"):
+        # Recovering: the shares keep to their share until every runtime has merged what
+        # it admitted alone, and ask Redis too (those already counting there again spend
+        # from the same counters)
+        if self.state == _RECOVERING and q.mode == "local_share" and not self._fits_share(t):
+            return
+        if self.state != _DOWN:
             t.pending = True
-            self.backend.call(self._admit, (b.key,),
-                              (q.g, q.span, q.nb, q.ttl_ms, q.limit_r, q.limit_t, t.cost_r,
-                               t.cost_t),
-                              lambda result, error: self._answered(t, result, error))  # fmt: skip
+            args = [q.g, q.span, q.nb, q.ttl_ms, q.limit_r, q.limit_t, t.cost_r, t.cost_t]
+            triples = b.take_settles() if b.settles else None
+            if triples:
+                args += triples
+            self.backend.call(self._admit, (b.key,), args,
+                              lambda result, error: self._answered(t, result, error, triples))  # fmt: skip
         else:
             self._decide_locally(t)
 
-    def _answered(self, t: Ticket, result: Any, error: Optional[BaseException]) -> None:
+    def _answered(self, t: Ticket, result: Any, error: Optional[BaseException],
+                  triples: Optional[List[int]] = None) -> None:  # fmt: skip
         t.pending = False
+        if error is not None and triples:
+            self._settles_failed(t.bucket, triples)
         try:
             self._decided(t, result, error)
         except Exception:  # a bug: let the request through rather than leave it hanging
@@ -1087,19 +1305,27 @@ class QuotaService:
             self._admit_locally(b, cur, t)
             self._admitted(t, _LOCAL, cur, "open")
             return
-        live = self.live if self.live > 0 else self.assumed_runtimes
-        why, wait_us = b.fits_locally(now_us, t.cost_r, t.cost_t, live)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("quota %s: local decision %s (own %d/%d, fleet before %d/%d, %d live)",
-                      q.name, "wait" if why else "admit", b.o_r, b.o_t, b.m_r, b.m_t, live)  # fmt: skip
-        if not why:
+        if self._fits_share(t):
             self._admit_locally(b, cur, t)
             self._admitted(t, _LOCAL, cur, "local")
-            return
+
+    def _fits_share(self, t: Ticket) -> bool:
+        """True when ``t`` fits this worker's share (local_share); else it waits."""
+        b = t.bucket
+        q = b.quota
+        live = self.live if self.live > 0 else self.assumed_runtimes
+        why, wait_us = b.fits_locally(self.redis_now(), t.cost_r, t.cost_t, live)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("quota %s: share decision %s (own %d/%d, mine %d/%d, fleet %d/%d, %d live)",
+                      q.name, "wait" if why else "admit", b.o_r, b.o_t, b.i_r, b.i_t, b.m_r,
+                      b.m_t, live)  # fmt: skip
+        if not why:
+            return True
         if wait_us < 0:  # more than this worker's whole share: wait for Redis
             self._wait(t, self.retry_s, _WHY_SHARE)
-            return
-        self._wait(t, wait_us / 1e6, _WHY_SHARE if why == _WHY_REQUESTS else -_WHY_SHARE)
+        else:
+            self._wait(t, wait_us / 1e6, _WHY_SHARE if why == _WHY_REQUESTS else -_WHY_SHARE)
+        return False
 
     def _admit_locally(self, b: Bucket, cur: int, t: Ticket) -> None:
         b.add_own(cur, t.cost_r, t.cost_t)
@@ -1111,6 +1337,9 @@ class QuotaService:
         t.charged = True
         t.where = where
         t.idx = idx
+        if where == _REDIS:
+            t.bucket.add_mine(idx, t.cost_r, t.cost_t)
+            self._note_admission(t.bucket, t)
         now = self.loop.time()
         metrics = self.metrics
         if t.waited:
@@ -1309,14 +1538,33 @@ class QuotaService:
         if lower_t and rem_t is not None:
             b.left_t = rem_t
 
-    def adjust(self, b: Bucket, where: int, idx: int, dr: int, dt: int) -> None:
-        """An attempt's charge changes by (dr, dt): its reconciliation."""
+    def reconcile(self, b: Bucket, where: int, idx: int, cost_r: int, cost_t: int,
+                  status: int, body: bytes) -> None:  # fmt: skip
+        """An answer ended: what it used replaces its estimate (Ticket.done)."""
+        used = usage_tokens(body) if body else None
+        if 200 <= status < 300:
+            tokens = cost_t if used is None else used
+        else:  # an error answer: the provider counted the request, no tokens
+            tokens = used or 0
+        dr = 1 - cost_r
+        dt = tokens - cost_t
+        if dr or dt:
+            self.adjust(b, where, idx, dr, dt)
+
+    def adjust(self, b: Bucket, where: int, idx: int, dr: int, dt: int,
+               lease: bool = False) -> None:  # fmt: skip
+        """An attempt's charge changes by (dr, dt): its reconciliation (or, ``lease``,
+        what a lease did not use goes back)."""
         if dr < 0 or dt < 0:
-            self.loop.call_soon(self._freed, b)  # after the change reaches Redis
+            self.loop.call_soon(self._freed, b)  # its queue may fit now
         if where == _REDIS:
             b.add_mirror(idx, dr, dt)
+            if not lease:
+                b.add_mine(idx, dr, dt)
             if self.state != _DOWN:
-                self._remote_adjust(b, idx, dr, dt)
+                b.add_settle(idx, dr, dt)
+                if b.settle_timer is None:
+                    b.settle_timer = self.loop.call_later(SETTLE_DELAY_S, self._flush_settles, b)
             elif dr > 0 or dt > 0:  # more than reserved: Redis must hear of it later
                 b.add_unmerged(idx, max(dr, 0), max(dt, 0))
         elif where == _LOCAL:
@@ -1331,6 +1579,35 @@ class QuotaService:
         self.backend.call(self._settle, (b.key,),
                           (q.g, q.span, q.nb, q.ttl_ms, idx, dr, dt),
                           self._background_done)  # fmt: skip
+
+    def _flush_settles(self, b: Bucket) -> None:
+        """Send the reconciliations no admission took along."""
+        b.settle_timer = None
+        triples = b.take_settles()
+        if not triples:
+            return
+        if self.state == _DOWN:
+            self._settles_failed(b, triples)
+            return
+        q = b.quota
+
+        def done(result: Any, error: Optional[BaseException]) -> None:
+            if error is not None:
+                self._settles_failed(b, triples)
+                self._failed(error)
+            else:
+                self._succeeded()
+
+        self.backend.call(self._settle, (b.key,), (q.g, q.span, q.nb, q.ttl_ms, *triples), done)
+
+    def _settles_failed(self, b: Bucket, triples: List[int]) -> None:
+        """Reconciliations Redis did not take: more than reserved must reach it later
+        (merged with what was admitted alone); less is dropped (the estimate stands,
+        which errs on the safe side)."""
+        for i in range(0, len(triples), 3):
+            idx, dr, dt = triples[i], triples[i + 1], triples[i + 2]
+            if dr > 0 or dt > 0:
+                b.add_unmerged(idx, max(dr, 0), max(dt, 0))
 
     def _background_done(self, result: Any, error: Optional[BaseException]) -> None:
         if error is not None:
@@ -1382,6 +1659,8 @@ class QuotaService:
                 b.blocked_until = max(b.provider_block, min(b.blocked_until, now))
                 self._schedule(b)
         if state == _DOWN:
+            for b in self._buckets.values():
+                self._drop_lease(b, False)  # still charged in Redis: conservative
             self.backend.reset()
             log.warning("quotas: Redis cannot be reached (%s); every quota runs on its "
                         "on_backend_failure mode until it answers again", why)  # fmt: skip
@@ -1435,14 +1714,14 @@ class QuotaService:
         try:
             if self.state == _DOWN:
                 alone = any(b.unmerged or b.own for b in self._buckets.values())
-                await self._merge_all(lost and created)
+                await self._merge_all(lost)
                 if first_contact and not alone:  # a fresh start: nothing to settle
                     self._set_state(_UP)
                 else:
                     self.recovering_since = self.loop.time()
                     self._set_state(_RECOVERING)
             else:
-                await self._merge_all(lost and created)
+                await self._merge_all(lost)
                 if (self.state == _RECOVERING
                         and self.loop.time() - self.recovering_since >= self.settle_s):  # fmt: skip
                     await self._merge_all(False)
@@ -1452,23 +1731,24 @@ class QuotaService:
             self._failed(exc)
 
     def _merge_args(self, b: Bucket, restore: bool) -> Tuple[List[int], Dict[int, List[int]]]:
-        """The MERGE triples of ``b`` and the unmerged changes they take (with the
-        mirror's counters too when restoring a Redis that lost them)."""
+        """The MERGE arguments of ``b`` (the mirror's counters as lower bounds when
+        restoring a Redis that lost them, then the unmerged changes) and the unmerged
+        changes they take ([] when there is nothing to send)."""
         taken, b.unmerged = b.unmerged, {}
-        cells: Dict[int, List[int]] = {}
+        floors: List[int] = []
         if restore:
-            for idx, (r, t) in b.mirror.items():
-                cells[idx] = [r, t]
-        for idx, (r, t) in taken.items():
-            cell = cells.setdefault(idx, [0, 0])
-            cell[0] += r
-            cell[1] += t
-        args: List[int] = []
-        for idx in sorted(cells):
-            r, t = cells[idx]
+            for idx in sorted(b.mirror):
+                r, t = b.mirror[idx]
+                if r or t:
+                    floors += (idx, r, t)
+        adds: List[int] = []
+        for idx in sorted(taken):
+            r, t = taken[idx]
             if r or t:
-                args += (idx, r, t)
-        return args, taken
+                adds += (idx, r, t)
+        if not floors and not adds:
+            return [], taken
+        return [len(floors), *floors, *adds], taken
 
     @staticmethod
     def _merged(b: Bucket, taken: Dict[int, List[int]], ok: bool) -> None:
@@ -1478,6 +1758,7 @@ class QuotaService:
             if ok:
                 b.add_own(idx, -r, -t)
                 b.add_mirror(idx, r, t)
+                b.add_mine(idx, r, t)
             else:
                 b.add_unmerged(idx, r, t)
 

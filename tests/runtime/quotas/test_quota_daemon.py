@@ -77,7 +77,8 @@ def test_charged_per_request_and_reconciled_from_the_answer(
         assert events[-1].error_class == 0 and len(events) > 2  # streamed
         used = [a[1] for a in up.arrivals()[before:]]
         assert len(used) == 2
-        assert redis_server.totals(redis_prefix) == [2, sum(used)]
+        # reconciled after the answer went out (within a few ms, with the next call)
+        assert wait_until(lambda: redis_server.totals(redis_prefix) == [2, sum(used)])
         # a stream without usage keeps its estimate (the body's bytes plus max_tokens)
         body = chat(max_tokens=30, stream=True, usage=False)
         rid = raw.http("POST", url, headers={"content-type": "application/json"}, body=body,
