@@ -1,5 +1,7 @@
 """A real Redis for the fleet quotas' tests: Debian's ``redis-server`` on a Unix socket in
-a temporary directory, started and stopped by the tests (``.ci/run`` installs it).
+a temporary directory, started and stopped by the tests (``.ci/run`` installs it). Tests
+skip, saying why, without redis-server (or, where they read Redis themselves, without
+the redis package).
 
 Import the fixtures into a conftest or test module: ``from redis_support import
 redis_server, redis_prefix  # noqa: F401``.
@@ -25,7 +27,7 @@ class RedisServer:
 
     def __init__(self, directory: Path, name: str = "redis") -> None:
         if redis_server_path() is None:
-            pytest.fail(
+            pytest.skip(
                 "these tests need Debian's redis-server (apt-get install redis-server; "
                 ".ci/run installs it when missing)"
             )
@@ -50,7 +52,12 @@ class RedisServer:
             self.proc = None
 
     def client(self) -> Any:
-        import redis
+        """A redis-py client (the tests read the counters with it; the runtime has its
+        own client and does not need the package)."""
+        redis = pytest.importorskip(
+            "redis", reason="reading Redis in these tests needs the redis package "
+            "(pip install -e '.[test]')"
+        )  # fmt: skip
 
         return redis.Redis(unix_socket_path=self.socket_path, socket_timeout=5)
 

@@ -456,3 +456,95 @@ def test_local_share_without_history_divides_by_the_live_count(own_redis: RedisS
                    for s in services)  # fmt: skip
 
     run(test)
+
+
+# ---------------------------------------------------------------- the Redis client
+def test_the_client_pipelines_reloads_scripts_and_bounds_every_call(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from vastar_fast.runtime.redisclient import BackendError, RedisBackend
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        backend = RedisBackend(redis_server.url, 0.5, loop)
+        script = backend.script("return {ARGV[1], tonumber(ARGV[2]) + 1, KEYS[1]}")
+        redis_server.client().script_flush()  # NOSCRIPT first: EVAL follows
+        results: List[Any] = []
+        for i in range(20):  # one connection, every call in flight at once
+            backend.call(script, ["k"], [f"v{i}", i], lambda r, e: results.append((r, e)))
+        assert await until(lambda: len(results) == 20)
+        assert results == [([f"v{i}".encode(), i + 1, b"k"], None) for i in range(20)]
+        assert await backend.run(script, ["k"], ["x", 1]) == [b"x", 2, b"k"]
+        failing = backend.script("return redis.error_reply('ERR nope')")
+        with pytest.raises(BackendError, match="nope"):
+            await backend.run(failing, [], [])
+        assert await backend.run(script, ["k"], ["y", 2]) == [b"y", 3, b"k"]  # still usable
+        await backend.close()
+
+        # a server that accepts and never answers: the deadline fails the calls in flight
+        silent = await asyncio.start_unix_server(lambda r, w: None, str(tmp_path / "s.sock"))
+        backend = RedisBackend(f"unix://{tmp_path / 's.sock'}", 0.2, loop)
+        errors: List[Any] = []
+        for _ in range(3):
+            backend.call(script, ["k"], ["z", 0], lambda r, e: errors.append(e))
+        assert await until(lambda: len(errors) == 3, 5)
+        assert all(isinstance(e, BackendError) and "did not answer within 200 ms" in str(e)
+                   for e in errors)  # fmt: skip
+        await backend.close()
+        silent.close()
+        # nothing listening: a failed connection is an error, not a hang
+        backend = RedisBackend(f"unix://{tmp_path / 'none.sock'}", 0.2, loop)
+        with pytest.raises(BackendError, match="cannot connect"):
+            await backend.run(script, [], ["a", 1])
+        await backend.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_busy_worker_admits_from_leases_without_a_round_trip_each(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Far from the limits, a worker admitting often fetches allowances ahead (leases,
+    charged in Redis) and admits most requests from them; what a lease does not use
+    goes back when it ends, so Redis ends up counting exactly what was admitted."""
+
+    async def test(fleet: Fleet) -> None:
+        svc = await fleet.add(settings(redis_server.url, redis_prefix, requests=100_000,
+                                       window_s=30, bucket_ms=100, guard_ms=200))  # fmt: skip
+        calls = redis_server.script_calls()
+        exs = []
+        for _ in range(200):
+            t, ex = fleet.ticket(svc)
+            t.admit()
+            exs.append(ex)
+            await asyncio.sleep(0.002)
+        assert await until(lambda: all(ex.went for ex in exs))
+        decisions = svc.metrics.decisions  # type: ignore[attr-defined]
+        leased = decisions.count(("q", "lease"))
+        assert leased > 100
+        assert leased + decisions.count(("q", "admitted")) == 200
+        assert redis_server.script_calls() - calls < 200
+        assert await until(lambda: redis_server.totals(redis_prefix)[0] == 200, 5)
+
+    run(test)
+
+
+def test_leases_never_let_more_than_the_limit_through(redis_server: RedisServer,
+                                                      redis_prefix: str) -> None:  # fmt: skip
+    async def test(fleet: Fleet) -> None:
+        svc = await fleet.add(settings(redis_server.url, redis_prefix, requests=40,
+                                       window_s=30, bucket_ms=100, guard_ms=200))  # fmt: skip
+        exs = []
+        for _ in range(40):
+            t, ex = fleet.ticket(svc)
+            t.admit()
+            exs.append(ex)
+            await asyncio.sleep(0.002)
+        assert await until(lambda: all(ex.went for ex in exs))
+        t, ex = fleet.ticket(svc, deadline_s=0.5)
+        t.admit()
+        assert await until(lambda: ex.refused is not None)
+        assert redis_server.totals(redis_prefix)[0] == 40
+        assert sum(len(ex.went) for ex in exs) == 40
+
+    run(test)

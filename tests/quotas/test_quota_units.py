@@ -246,3 +246,49 @@ def test_configuration_errors_name_the_key(change: Dict[str, Any], key: str, wor
     assert err.value.key == key
     assert words in str(err.value)
     assert "sk-raw-key" not in str(err.value)
+
+
+# ---------------------------------------------------------------- the Redis client
+def test_resp_parser_reads_every_reply_type_in_pieces() -> None:
+    from vastar_fast.runtime.redisclient import ReplyError, RespParser, encode_command
+
+    stream = (b"+OK\r\n:42\r\n$5\r\nhello\r\n$-1\r\n*3\r\n:1\r\n$2\r\nab\r\n*1\r\n:-7\r\n"
+              b"-NOSCRIPT No matching script\r\n*0\r\n")  # fmt: skip
+    for size in (1, 3, len(stream)):
+        parser = RespParser()
+        got = []
+        for i in range(0, len(stream), size):
+            parser.feed(stream[i : i + size])
+            while True:
+                reply = parser.gets()
+                if reply is False:
+                    break
+                got.append(reply)
+        assert got[:5] == [b"OK", 42, b"hello", None, [1, b"ab", [-7]]]
+        assert isinstance(got[5], ReplyError) and str(got[5]).startswith("NOSCRIPT")
+        assert got[6] == [] and len(got) == 7
+    assert encode_command([b"EVALSHA", "ab", 1, "k", -3]) == (
+        b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n$2\r\n-3\r\n"
+    )
+
+
+def test_redis_urls() -> None:
+    from vastar_fast.runtime.redisclient import parse_url
+
+    assert parse_url("redis://127.0.0.1:6380/2") == {
+        "host": "127.0.0.1", "port": 6380, "path": None, "tls": False, "db": 2,
+        "username": None, "password": None}  # fmt: skip
+    got = parse_url("rediss://user:p%40ss@cache.internal/0")
+    assert (got["host"], got["port"], got["tls"], got["username"], got["password"]) == (
+        "cache.internal",
+        6379,
+        True,
+        "user",
+        "p@ss",
+    )
+    got = parse_url("redis://:secret@localhost")
+    assert (got["username"], got["password"], got["db"]) == (None, "secret", 0)
+    got = parse_url("unix:///run/redis/redis.sock?db=3&password=pw")
+    assert (got["path"], got["db"], got["password"]) == ("/run/redis/redis.sock", 3, "pw")
+    with pytest.raises(ValueError):
+        parse_url("http://localhost")

@@ -13,7 +13,10 @@ quota's requests. Then, from the upstream's own arrival times:
   arrival starts one) against the limits, and the share of the quota used in each whole
   window after the first;
 * ``tokens``: the same with the token limit binding (completions of 1 to ``max_tokens``
-  tokens, so the estimates reserve more than is used until the answers reconcile);
+  tokens, so the estimates reserve more than is used until the answers reconcile: the
+  share of the quota lost is about the requests in flight times what their estimates
+  exceed their use by, which is why the estimate's ``prompt_bytes_per_token`` matters;
+  ``--prompt-bytes-per-token``, 4 by default);
 * ``redis-kill``: Redis killed (SIGKILL) in the third window and started again (empty)
   in the fourth, ``on_backend_failure: local_share``: failed requests, the windows, and
   how long after Redis came back every runtime counted in it again (their
@@ -80,7 +83,10 @@ class FleetSpec:
     mode: str = "local_share"
     bucket_ms: Optional[float] = None
     guard_ms: float = 50.0
-    prompt_bytes_per_token: float = 1.0
+    prompt_bytes_per_token: float = 4.0
+    """The quota's estimate of the prompt (``quotas.<name>.prompt_bytes_per_token``): 4,
+    as for English text; the fleet upstream counts the messages' JSON / 4 (floored),
+    which the whole body / 4 always exceeds, so the estimate still never falls short."""
     deadline_ms: int = 60_000
     quotas: bool = True
     requests_per_client: Optional[int] = None
@@ -233,7 +239,7 @@ def run_fleet(spec: FleetSpec, directory: Optional[str] = None) -> FleetResult:
                 _until_holding(up_port, f"rt{index}", spec.latency_ms / 2000.0,
                                time.monotonic() + spec.window_s)  # fmt: skip
                 event_times[what] = time.monotonic()
-                for th, stop in threads[index * spec.clients : (index + 1) * spec.clients]:
+                for _th, stop in threads[index * spec.clients : (index + 1) * spec.clients]:
                     stop.set()
                 runtimes[index].kill()
         if spec.requests_per_client is None:
@@ -383,7 +389,9 @@ def scenario_redis_kill(base: FleetSpec) -> Dict[str, Any]:
         outcomes=outcomes,
         failed=failed,
         redis_down_s=round(result.event_times["start-redis"] - result.event_times["kill-redis"], 2),
-        resumed_after_s=None if result.resumed_after_s is None else round(result.resumed_after_s, 2),
+        resumed_after_s=None
+        if result.resumed_after_s is None
+        else round(result.resumed_after_s, 2),
         goal_no_failures=failed == 0,
         goal_resumed_5s=result.resumed_after_s is not None and result.resumed_after_s <= 5.0,
     )
@@ -452,6 +460,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--window-s", type=float, default=5.0)
     p.add_argument("--requests", type=int, default=60, help="the quota's requests per window")
     p.add_argument("--offered", type=float, default=3.0, help="offered load / quota")
+    p.add_argument(
+        "--prompt-bytes-per-token",
+        type=float,
+        default=4.0,
+        help="the quota's prompt estimate (1: the config's worst-case default)",
+    )
     p.add_argument("--latency-runs", type=int, default=3)
     p.add_argument("--latency-requests", type=int, default=300, help="per client per run")
     p.add_argument("--latency-interval-ms", type=float, default=50.0,
@@ -463,7 +477,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     latency_ms = args.runtimes * args.clients / (args.offered * rate) * 1000.0
     base = FleetSpec(runtimes=args.runtimes, workers=args.workers, clients=args.clients,
                      window_s=window, requests=requests, tokens=requests * 400,
-                     windows=5 if args.quick else 6, latency_ms=latency_ms)  # fmt: skip
+                     windows=5 if args.quick else 6, latency_ms=latency_ms,
+                     prompt_bytes_per_token=args.prompt_bytes_per_token)  # fmt: skip
     results: List[Dict[str, Any]] = []
     for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
         print(f"--- {name}", flush=True)
@@ -487,7 +502,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     goals.update({f"within_quota[{r['scenario']}]": r["within_quota"]
                   for r in results if "within_quota" in r})  # fmt: skip
     doc = {
-        "command": " ".join(["python -m vastar_fast.benchmarks.fleet_bench", *(argv or sys.argv[1:])]),
+        "command": " ".join(
+            ["python -m vastar_fast.benchmarks.fleet_bench", *(argv or sys.argv[1:])]
+        ),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "spec": {**base.__dict__, "events": []},
         "results": results,
