@@ -209,8 +209,9 @@ class SharedStateSettings:
 
     redis_url: Optional[str] = field(default=None, repr=False)
     """The Redis server every runtime of the fleet uses: ``redis://[:password@]host:port/db``,
-    ``rediss://...`` (TLS) or ``unix:///path/to/redis.sock``. Needed when ``quotas`` is
-    set; needs the ``redis`` extra (``pip install 'vastar-fast[redis]'``)."""
+    ``rediss://...`` (TLS) or ``unix:///path/to/redis.sock[?db=N]``. Needed when
+    ``quotas`` is set. The runtime has its own Redis client; the ``redis`` extra
+    (``pip install 'vastar-fast[redis]'``) adds hiredis, which parses its replies faster."""
     key_prefix: str = "vastar:"
     """Prefix of every Redis key the runtimes use; fleets sharing one Redis database for
     different purposes (or different fleets) need different prefixes."""
@@ -258,7 +259,9 @@ class QuotaSettings:
     ``window_s`` + ``guard_ms`` and that plus one bucket."""
     guard_ms: float = 100.0
     """Added to the window before a charge expires, to cover how much later than its
-    admission a request reaches the provider."""
+    admission a request reaches the provider. A runtime admitting often while the fleet
+    is far from the limits fetches allowances ahead (leases) and uses each for at most
+    half of it (0: no leases, one Redis round trip per request)."""
     prompt_bytes_per_token: float = 1.0
     """The token estimate reserved before the answer is the request body's bytes divided
     by this, plus ``max_tokens``; 1 can never be too low (a token is at least one byte),
