@@ -13,6 +13,11 @@ How a request goes (the pipeline calls a :class:`Ticket`, made once per target):
    ``bucket_ms`` in one Redis hash per quota (and key): a charge counts for between
    ``window_s + guard_ms`` and one bucket more, so no ``window_s`` interval of arrivals
    ever holds more than the limits.
+   **Leases**: a worker that admits a quota's requests often while the fleet is far
+   from the limits charges an allowance ahead (about what it admits in half the guard)
+   and admits from it without a round trip; a lease is used for at most ``guard_ms / 2``
+   (so its requests still reach the provider within the guard of the charge) and what
+   it did not use goes back when it ends.
 2. **Waiting**: a request that does not fit learns from the script when it will, and
    waits for its turn in a FIFO queue of its worker (the in-process cache: while a quota
    is known to be full, nobody else of that worker asks Redis) if its deadline allows,
@@ -20,7 +25,9 @@ How a request goes (the pipeline calls a :class:`Ticket`, made once per target):
 3. **Reconciliation**, when the answer ends: the ``usage`` of the answer (JSON, or the
    last SSE events of a stream: OpenAI's ``stream_options.include_usage`` chunk,
    Anthropic's ``message_start`` / ``message_delta``, Gemini's ``usageMetadata``, Ollama's
-   counts) replaces the estimate, so unused tokens return to the fleet. An error answer
+   counts) replaces the estimate, so unused tokens return to the fleet (after the answer
+   went out; the change rides with the next admission, or goes within
+   ``SETTLE_DELAY_S``). An error answer
    costs its request and no tokens; a failed connection costs nothing; a request cut
    short keeps its estimate. A provider 429 with ``retry-after`` blocks the quota for
    the whole fleet that long; ``x-ratelimit-remaining-*`` (and Anthropic's
@@ -32,10 +39,12 @@ probe answers. Each quota then runs on its ``on_backend_failure``: ``open`` lets
 through, ``closed`` refuses them, ``local_share`` admits this worker's share: (the limit
 less what the fleet had spent, by this worker's last copy of the counters) divided by
 the live worker processes that heartbeat in Redis, less what this worker admitted
-since. Back in Redis, each worker adds what it admitted alone (and the first to see
-that Redis lost its data restores the fleet's last known counters), keeps to its share
-for ``retry_s + heartbeat_s`` more, so that every live worker has merged too, and then
-counts in Redis again.
+since -- and at most the limit divided by the live workers, counting what this worker
+admitted in the window through Redis too (its copy may lag the others' last
+admissions). Back in Redis, each worker adds what it admitted alone (and every worker
+that sees Redis lost its data restores its copy of the counters as lower bounds),
+keeps to its share -- asking Redis too -- for ``retry_s + heartbeat_s`` more, so that
+every live worker has merged, and then counts in Redis alone again.
 
 The live count is of worker processes (each ``--workers`` process is one member: it has
 its own Redis connection and its own share), from a heartbeat every ``heartbeat_s``.
@@ -702,6 +711,8 @@ class Bucket:
         self.lease_until = 0.0
         self.lease_timer: Optional[asyncio.TimerHandle] = None
         self.lease_pending = False
+        self.lease_k = 0
+        """The size of the current lease (requests)."""
         self.gap_s = 1.0
         """Moving average of the time between this worker's admissions (the lease size)."""
         self.cost_t_avg = 0.0
@@ -1163,15 +1174,20 @@ class QuotaService:
         b.last_admit = now
         b.gap_s = 0.8 * b.gap_s + 0.2 * min(gap, 1.0)
         b.cost_t_avg = 0.8 * b.cost_t_avg + 0.2 * t.cost_t if b.cost_t_avg else float(t.cost_t)
-        if self.state != _UP or b.lease_pending:
+        q = b.quota
+        if b.lease_r * 2 > b.lease_k and now < b.lease_until - q.lease_s / 2:
+            return  # the current one still serves
+        self._fetch_lease(b)
+
+    def _fetch_lease(self, b: Bucket) -> None:
+        """Charge the next lease: twice what this worker admits in a lease's life."""
+        if self.state != _UP or b.lease_pending or self.closing:
             return
         q = b.quota
-        if b.lease_r >= 1 and now < b.lease_until - q.lease_s / 2:
-            return  # the current one still serves
-        k = int(q.lease_s / max(b.gap_s, 1e-4))
-        if k < 1:
+        expected = q.lease_s / max(b.gap_s, 1e-4)
+        if expected < 0.5:
             return  # admissions are sparser than a lease lives: one round trip each
-        k = min(k, 64)
+        k = min(math.ceil(2 * expected), 64)
         kt = math.ceil(k * b.cost_t_avg * 1.5) if q.limit_t >= 0 else 0
         live = max(1, self.live)
         # only while the fleet is far from the limits: near them, every request asks
@@ -1207,9 +1223,16 @@ class QuotaService:
         if self.state != _UP or self.closing:
             self.adjust(b, _REDIS, cur, -k, -kt, True)
             return
-        b.lease_r, b.lease_t, b.lease_idx = k, kt, cur
+        b.lease_r, b.lease_t, b.lease_idx, b.lease_k = k, kt, cur, k
         b.lease_until = sent + b.quota.lease_s  # from before Redis charged it: never late
+        b.lease_timer = self.loop.call_at(sent + b.quota.lease_s / 2, self._lease_half, b)
+
+    def _lease_half(self, b: Bucket) -> None:
+        """Half the lease's life: while the worker stays busy, the next one is charged
+        now, so that requests keep finding a valid lease; the old one ends at its time."""
         b.lease_timer = self.loop.call_at(b.lease_until, self._lease_expired, b)
+        if self.loop.time() - b.last_admit < 2 * b.quota.lease_s:
+            self._fetch_lease(b)
 
     def _lease_expired(self, b: Bucket) -> None:
         b.lease_timer = None

@@ -391,12 +391,13 @@ class RedisBackend:
         late = f"Redis did not answer within {self.timeout_s * 1000:g} ms (shared_state.timeout_ms)"
         if self._inflight and self._inflight[0].deadline <= now and self.conn is not None:
             self._broken(self.conn, late)
-        if self._waiting and min(c.deadline for _, c in self._waiting) <= now:
-            task = self._connecting
-            self._connecting = None
-            if task is not None:
-                task.cancel()
-            self._fail_waiting(late)
+        if self._waiting:  # still connecting (that has its own deadline): fail the late
+            due = [c for _, c in self._waiting if c.deadline <= now]
+            if due:
+                self._waiting = [(d, c) for d, c in self._waiting if c.deadline > now]
+                error = BackendError(late)
+                for call in due:
+                    call.done(None, error)
         if self._inflight or self._waiting:
             self._check_soon()
 
