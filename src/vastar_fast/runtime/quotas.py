@@ -606,7 +606,7 @@ MAX_BUCKETS = 10_000
 """Counters kept per worker (one per quota, or per quota and key with ``per_key``); idle
 ones are forgotten beyond it."""
 _SNAPSHOTS_PER_BEAT = 64
-SETTLE_DELAY_S = 0.005
+SETTLE_DELAY_S = 0.02
 """Reconciliations wait at most this long for an admission of the same quota to take
 them to Redis, then go on their own (several in one call)."""
 
