@@ -260,6 +260,10 @@ def test_remaining_headers_can_only_lower_what_is_left(redis_server: RedisServer
         t2, ex2 = fleet.ticket(svc, tokens=10)
         t2.admit()
         assert await until(lambda: bool(ex2.went))
+        # the first answer's reconciliation has reached Redis (it follows the answer)
+        assert await until(lambda: not any(b.settles or b.settle_timer
+                                           for b in svc._buckets.values())
+                           and not svc.backend._inflight)  # fmt: skip
         before = redis_server.totals(redis_prefix)
         t2.head(200, [(b"x-ratelimit-remaining-requests", b"95"),
                       (b"x-ratelimit-remaining-tokens", b"9999")])  # fmt: skip
