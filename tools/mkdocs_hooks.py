@@ -89,7 +89,7 @@ def runtime_config_table() -> str:
         rows.append([f"`{path}`", f"`{kind}`", f"`{_yaml(default)}`", doc])
 
     top_docs = _attribute_docs(config.RuntimeSettings)
-    sections = {"tenants"}
+    sections = {"tenants", "quotas"}
     for f in dataclasses.fields(config.RuntimeSettings):
         default = _default(f)
         if dataclasses.is_dataclass(default):
@@ -102,6 +102,9 @@ def runtime_config_table() -> str:
     policy_docs = _attribute_docs(config.TenantPolicy)
     for f in dataclasses.fields(config.TenantPolicy):
         add(f"tenants.<id>.{f.name}", f.type, _default(f), policy_docs.get(f.name, ""))
+    quota_docs = _attribute_docs(config.QuotaSettings)
+    for f in dataclasses.fields(config.QuotaSettings):
+        add(f"quotas.<name>.{f.name}", f.type, _default(f), quota_docs.get(f.name, ""))
     head = ["| key | type | default | meaning |", "|---|---|---|---|"]
     return "\n".join(head + ["| " + " | ".join(r) + " |" for r in rows])
 

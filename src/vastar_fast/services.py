@@ -76,6 +76,8 @@ __all__ = [
     "make_tmpdir",
     "pinned",
     "ready_file_ready",
+    "redis_server_path",
+    "redis_service",
     "released_runtime_service",
     "runtime_service",
     "signals_raise",
@@ -598,6 +600,54 @@ def simulator_service(
     )
     proc.port = port
     proc.url = f"http://{host}:{port}"
+    return proc
+
+
+def redis_server_path() -> Optional[str]:
+    """Debian's ``redis-server`` (the fleet quotas' tests and benchmark), or None."""
+    found = shutil.which("redis-server")
+    if found is None:
+        for candidate in ("/usr/bin/redis-server", "/usr/sbin/redis-server",
+                          "/usr/local/bin/redis-server"):  # fmt: skip
+            if os.access(candidate, os.X_OK):
+                return candidate
+    return found
+
+
+def redis_service(
+    directory: str,
+    *,
+    name: str = "redis",
+    socket_path: Optional[str] = None,
+    port: Optional[int] = None,
+    binary: Optional[str] = None,
+    **options: Any,
+) -> ServiceProcess:
+    """``redis-server`` without persistence, on the Unix socket ``socket_path`` (default:
+    ``directory/name.sock``) or, with ``port``, on 127.0.0.1:port only; ready when it
+    accepts connections. :attr:`ServiceProcess.url` is its ``unix://`` or ``redis://``
+    URL. Stopping it loses its data (as a crash would)."""
+    binary = binary or redis_server_path()
+    if binary is None:
+        raise ServiceError("redis-server is not installed: apt-get install redis-server "
+                           "(.ci/run installs it)")  # fmt: skip
+    args = [binary, "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--dir", directory, "--logfile", ""]  # fmt: skip
+    if port is not None:
+        args += ["--port", str(port), "--bind", "127.0.0.1"]
+        ready = tcp_ready("127.0.0.1", port)
+        url = f"redis://127.0.0.1:{port}/0"
+    else:
+        socket_path = socket_path or os.path.join(directory, f"{name}.sock")
+        args += ["--port", "0", "--unixsocket", socket_path, "--unixsocketperm", "700"]
+        ready = unix_socket_ready(socket_path)
+        url = f"unix://{socket_path}"
+    proc = ServiceProcess(
+        name, args, log_path=os.path.join(directory, f"{name}.log"), ready=ready, **options
+    )
+    proc.socket_path = socket_path
+    proc.port = port
+    proc.url = url
     return proc
 
 

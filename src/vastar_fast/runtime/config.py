@@ -54,6 +54,15 @@ Example (every key shown with its default unless noted)::
       acme:
         allowed_hosts: ["api.openai.com", "*.example.com", "127.0.0.1:*"]
         max_concurrent: 64
+    shared_state:                                  # only needed by quotas
+      redis_url: null                              # e.g. "redis://127.0.0.1:6379/0"
+    quotas: {}                                     # e.g. (docs/runtime/quotas.md):
+      # openai:
+      #   hosts: ["api.openai.com"]
+      #   requests: 600
+      #   tokens: 60000
+      #   window_s: 60
+      #   on_backend_failure: local_share
 """
 
 from __future__ import annotations
@@ -70,9 +79,11 @@ __all__ = [
     "HTTPSettings",
     "LimitSettings",
     "ListenSettings",
+    "QuotaSettings",
     "RetrySettings",
     "RuntimeSettings",
     "SecuritySettings",
+    "SharedStateSettings",
     "TenantPolicy",
     "TracingSettings",
     "load_settings",
@@ -188,6 +199,82 @@ class TenantPolicy:
     tenant id is then proven, not just asserted."""
 
 
+# ---------------------------------------------------------------- fleet quotas
+BACKEND_FAILURE_MODES = ("local_share", "open", "closed")
+
+
+@dataclass
+class SharedStateSettings:
+    """Where runtimes share state with each other (today: the counters of ``quotas``)."""
+
+    redis_url: Optional[str] = field(default=None, repr=False)
+    """The Redis server every runtime of the fleet uses: ``redis://[:password@]host:port/db``,
+    ``rediss://...`` (TLS) or ``unix:///path/to/redis.sock[?db=N]``. Needed when
+    ``quotas`` is set. The runtime has its own Redis client; the ``redis`` extra
+    (``pip install 'vastar-fast[redis]'``) adds hiredis, which parses its replies faster."""
+    key_prefix: str = "vastar:"
+    """Prefix of every Redis key the runtimes use; fleets sharing one Redis database for
+    different purposes (or different fleets) need different prefixes."""
+    timeout_ms: float = 100.0
+    """How long one Redis call may take; a slower one counts as a failure and the request
+    is decided by its quota's ``on_backend_failure``."""
+    breaker_failures: int = 3
+    """Consecutive failed Redis calls that stop the runtime from calling Redis (every
+    quota runs on its ``on_backend_failure`` mode) until a probe succeeds."""
+    retry_s: float = 1.0
+    """How often a runtime that stopped calling Redis probes it again."""
+    heartbeat_s: float = 1.0
+    """How often each runtime worker process tells Redis it is alive (and refreshes its
+    copy of the fleet's counters); one silent for three heartbeats counts as gone."""
+    assumed_runtimes: int = 1
+    """How many live runtime workers ``local_share`` divides a quota by when this one has
+    not counted them yet (Redis unreachable since it started)."""
+
+
+@dataclass
+class QuotaSettings:
+    """A provider's limit shared by every runtime of the fleet (docs/runtime/quotas.md)."""
+
+    hosts: List[str] = field(default_factory=list)
+    """Glob patterns matched against the upstream host and ``host:port``, as in
+    ``tenants.<id>.allowed_hosts``; the first quota (in file order) that matches a request
+    applies to it."""
+    api_keys: List[str] = field(default_factory=list)
+    """When not empty, the quota applies only to requests whose API key (``Authorization:
+    Bearer``, ``x-api-key``, ``api-key``, ``x-goog-api-key`` or ``?key=``) has one of these
+    SHA-256 hex digests (``printf %s "$KEY" | sha256sum``); the raw key is never
+    configured, stored or logged."""
+    per_key: bool = False
+    """Count each API key (by its hash) separately, each with the whole budget (what
+    providers do for keys of different organizations); false: one budget for all."""
+    requests: Optional[int] = None
+    """Requests per window (null: not limited)."""
+    tokens: Optional[int] = None
+    """Tokens per window, prompt plus completion (null: not limited)."""
+    window_s: float = 60.0
+    """The window: in any ``window_s`` seconds the fleet sends at most ``requests``
+    requests and ``tokens`` tokens."""
+    bucket_ms: Optional[float] = None
+    """The counters' resolution (null: a hundredth of the window); a charge lasts between
+    ``window_s`` + ``guard_ms`` and that plus one bucket."""
+    guard_ms: float = 100.0
+    """Added to the window before a charge expires, to cover how much later than its
+    admission a request reaches the provider. A runtime admitting often while the fleet
+    is far from the limits fetches allowances ahead (leases) and uses each for at most
+    half of it (0: no leases, one Redis round trip per request)."""
+    prompt_bytes_per_token: float = 1.0
+    """The token estimate reserved before the answer is the request body's bytes divided
+    by this, plus ``max_tokens``; 1 can never be too low (a token is at least one byte),
+    about 4 fits English text but may reserve too little for other text."""
+    default_max_tokens: int = 4096
+    """Completion tokens reserved for a JSON request that names no limit (``max_tokens``,
+    ``max_completion_tokens``, ``max_output_tokens``, ...; embeddings reserve none)."""
+    on_backend_failure: str = "local_share"
+    """When Redis cannot be reached: ``local_share`` (each runtime keeps to its share:
+    the limits divided by the live runtime workers, counted by their heartbeats),
+    ``open`` (requests go uncounted) or ``closed`` (requests end RATE_LIMITED)."""
+
+
 @dataclass
 class RuntimeSettings:
     listen: ListenSettings = field(default_factory=ListenSettings)
@@ -202,6 +289,10 @@ class RuntimeSettings:
     tenants: Dict[str, TenantPolicy] = field(
         default_factory=lambda: {DEFAULT_TENANT: TenantPolicy()}
     )
+    shared_state: SharedStateSettings = field(default_factory=SharedStateSettings)
+    quotas: Dict[str, QuotaSettings] = field(default_factory=dict)
+    """Fleet-wide provider quotas by name, counted in ``shared_state``'s Redis; empty: no
+    quotas (and Redis is never used)."""
 
     def policy_for(self, tenant_id: str) -> TenantPolicy:
         """The tenant's policy, or the ``default`` one."""
@@ -273,6 +364,71 @@ class RuntimeSettings:
             for i, pattern in enumerate(policy.allowed_hosts):
                 if not isinstance(pattern, str) or not pattern:
                     raise src.error(f"{where}.allowed_hosts[{i}]", "must be a non-empty string")
+        self._validate_quotas(src)
+
+    def _validate_quotas(self, src: Source) -> None:
+        shared = self.shared_state
+        for key in ("timeout_ms", "retry_s", "heartbeat_s"):
+            if getattr(shared, key) <= 0:
+                raise src.error(f"shared_state.{key}",
+                                f"must be greater than 0, got {getattr(shared, key)}")  # fmt: skip
+        for key in ("breaker_failures", "assumed_runtimes"):
+            if getattr(shared, key) < 1:
+                raise src.error(f"shared_state.{key}", f"must be at least 1, got "
+                                f"{getattr(shared, key)}")  # fmt: skip
+        if shared.redis_url is not None:
+            scheme = shared.redis_url.partition("://")[0].lower()
+            if scheme not in ("redis", "rediss", "unix") or "://" not in shared.redis_url:
+                raise src.error("shared_state.redis_url", "must be redis://host:port/db, "
+                                "rediss://host:port/db or unix:///path/to/redis.sock")  # fmt: skip
+        if not self.quotas:
+            return
+        if not shared.redis_url:
+            raise src.error("quotas", "quotas are counted in Redis: set shared_state.redis_url "
+                            '(e.g. "redis://127.0.0.1:6379/0")')  # fmt: skip
+        for name, quota in self.quotas.items():
+            where = f"quotas.{name}"
+            if not name or not all(c.isalnum() or c in "-_." for c in name):
+                raise src.error(where, "a quota name may hold letters, digits, '-', '_' and "
+                                "'.' only")  # fmt: skip
+            if not quota.hosts:
+                raise src.error(f"{where}.hosts", "must name at least one host pattern "
+                                '(e.g. ["api.openai.com"])')  # fmt: skip
+            for i, pattern in enumerate(quota.hosts):
+                if not pattern:
+                    raise src.error(f"{where}.hosts[{i}]", "must be a non-empty string")
+            for i, digest in enumerate(quota.api_keys):
+                if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+                    raise src.error(f"{where}.api_keys[{i}]", "must be the SHA-256 hex digest "
+                                    "of an API key (64 hex digits: printf %s \"$KEY\" | "
+                                    "sha256sum), never the key itself")  # fmt: skip
+            if quota.requests is None and quota.tokens is None:
+                raise src.error(where, "limits nothing: set requests and/or tokens")
+            for key in ("requests", "tokens"):
+                value = getattr(quota, key)
+                if value is not None and value < 1:
+                    raise src.error(f"{where}.{key}", f"must be at least 1, got {value}")
+            if quota.window_s <= 0:
+                raise src.error(f"{where}.window_s", f"must be greater than 0, got "
+                                f"{quota.window_s}")  # fmt: skip
+            if quota.bucket_ms is not None and not (
+                1 <= quota.bucket_ms <= quota.window_s * 1000 / 2
+            ):
+                raise src.error(f"{where}.bucket_ms", f"must be between 1 and half the window "
+                                f"({quota.window_s * 500:g}), got {quota.bucket_ms}")  # fmt: skip
+            if quota.guard_ms < 0:
+                raise src.error(f"{where}.guard_ms", f"must not be negative, got "
+                                f"{quota.guard_ms}")  # fmt: skip
+            if quota.prompt_bytes_per_token <= 0:
+                raise src.error(f"{where}.prompt_bytes_per_token", "must be greater than 0, "
+                                f"got {quota.prompt_bytes_per_token}")  # fmt: skip
+            if quota.default_max_tokens < 0:
+                raise src.error(f"{where}.default_max_tokens", "must not be negative, got "
+                                f"{quota.default_max_tokens}")  # fmt: skip
+            if quota.on_backend_failure not in BACKEND_FAILURE_MODES:
+                raise src.error(f"{where}.on_backend_failure",
+                                f"{quota.on_backend_failure!r} is not one of "
+                                f"{', '.join(BACKEND_FAILURE_MODES)}")  # fmt: skip
 
     @property
     def tokens_required(self) -> bool:
@@ -304,6 +460,7 @@ _SECTIONS: Dict[str, type] = {
     "http": HTTPSettings,
     "breaker": BreakerSettings,
     "retry": RetrySettings,
+    "shared_state": SharedStateSettings,
     "tracing": TracingSettings,
 }
 
@@ -324,6 +481,15 @@ def settings_from_mapping(data: Any, source: Optional[Source] = None) -> Runtime
         elif key in top:
             holder = build_dataclass(_Top, {key: value}, "", src)
             setattr(settings, key, getattr(holder, key))
+        elif key == "quotas":
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise src.error("quotas", "expected a mapping of quota name to its limits")
+            settings.quotas = {
+                str(name): build_dataclass(QuotaSettings, quota, f"quotas.{name}", src)
+                for name, quota in value.items()
+            }
         elif key == "tenants":
             if not isinstance(value, Mapping) or not value:
                 raise src.error("tenants", "expected a mapping of tenant id to policy")
@@ -332,7 +498,7 @@ def settings_from_mapping(data: Any, source: Optional[Source] = None) -> Runtime
                 for name, policy in value.items()
             }
         else:
-            known = sorted([*_SECTIONS, *top, "tenants"])
+            known = sorted([*_SECTIONS, *top, "tenants", "quotas"])
             raise src.error(key, f"unknown key; known top-level keys are {', '.join(known)}")
     settings.validate(src)
     return settings

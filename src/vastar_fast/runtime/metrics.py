@@ -34,6 +34,26 @@ class Metrics:
     def close(self) -> None:
         """Stop serving metrics."""
 
+    # -- fleet quotas (runtime/quotas.py)
+    def quota_admission(self, seconds: float) -> None:
+        """A request that fitted its quota was admitted after ``seconds``."""
+
+    def quota_wait(self, quota: str, seconds: float) -> None:
+        """A request that did not fit at once was admitted after waiting ``seconds``."""
+
+    def quota_decision(self, quota: str, decision: str) -> None:
+        """admitted (by Redis), lease (from an allowance fetched ahead), local, open,
+        refused or closed."""
+
+    def quota_backend(self, up: bool) -> None:
+        """Redis answers (or not)."""
+
+    def quota_degraded(self, degraded: bool) -> None:
+        """The quotas run on their on_backend_failure modes (or count in Redis)."""
+
+    def quota_runtimes(self, live: int) -> None:
+        """Live runtime worker processes, as the heartbeats count them."""
+
 
 NullMetrics = Metrics
 
@@ -93,6 +113,7 @@ class PrometheusMetrics(Metrics):
         )
         self._tenants: Set[str] = set()
         self._hosts: Set[str] = set()
+        self._init_quota_metrics(Counter, Gauge, Histogram)
         self._server: Any = None
         self.port = None
         if port is not None:
@@ -115,6 +136,70 @@ class PrometheusMetrics(Metrics):
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    # -- fleet quotas (runtime/quotas.py)
+    def _init_quota_metrics(self, Counter: Any, Gauge: Any, Histogram: Any) -> None:
+        self._quota_admission = Histogram(
+            "vastar_runtime_quota_admission_seconds",
+            "Time a request that fitted its quota took to be admitted (the Redis round "
+            "trip, or the local decision)",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=self.registry,
+        )
+        self._quota_wait = Histogram(
+            "vastar_runtime_quota_wait_seconds",
+            "Time a request that did not fit its quota at once waited for its turn",
+            ["quota"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self._quota_decisions = Counter(
+            "vastar_runtime_quota_decisions",
+            "Quota decisions: admitted (counted in Redis), lease (from an allowance counted "
+            "in Redis ahead), local (on this runtime's share), open (uncounted), refused, "
+            "closed (refused: Redis unreachable)",
+            ["quota", "decision"],
+            registry=self.registry,
+        )
+        self._quota_backend = Gauge(  # labelled, so that it says nothing until quotas run
+            "vastar_runtime_quota_backend_up",
+            "1 when Redis (shared_state.redis_url) answers, 0 when it does not",
+            ["backend"],
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self._quota_degraded = Gauge(  # labelled, so that it says nothing until quotas run
+            "vastar_runtime_quota_degraded",
+            "1 while the quotas run on their on_backend_failure modes instead of counting in Redis",
+            ["backend"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self._quota_runtimes = Gauge(  # labelled, so that it says nothing until quotas run
+            "vastar_runtime_quota_live_runtimes",
+            "Live runtime worker processes of the fleet, counted by their heartbeats in Redis",
+            ["backend"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+
+    def quota_admission(self, seconds: float) -> None:
+        self._quota_admission.observe(seconds)
+
+    def quota_wait(self, quota: str, seconds: float) -> None:
+        self._quota_wait.labels(quota).observe(seconds)
+
+    def quota_decision(self, quota: str, decision: str) -> None:
+        self._quota_decisions.labels(quota, decision).inc()
+
+    def quota_backend(self, up: bool) -> None:
+        self._quota_backend.labels("redis").set(1 if up else 0)
+
+    def quota_degraded(self, degraded: bool) -> None:
+        self._quota_degraded.labels("redis").set(1 if degraded else 0)
+
+    def quota_runtimes(self, live: int) -> None:
+        self._quota_runtimes.labels("redis").set(live)
 
 
 MAX_LABELS = 100

@@ -78,6 +78,7 @@ _TRANSIENT = int(ErrorClass.TRANSIENT)
 _PERMANENT = int(ErrorClass.PERMANENT)
 _TIMEOUT = int(ErrorClass.TIMEOUT)
 _INVALID = int(ErrorClass.INVALID_REQUEST)
+_RATE_LIMITED = int(ErrorClass.RATE_LIMITED)
 _CHUNK_MAX = 1024 * 1024
 """Largest StreamChunk data; far below the 10 MiB frame cap."""
 
@@ -130,6 +131,8 @@ class Exchange:
     hops: cython.int
     _headers: dict
     _sse: cython.bint
+    quota: Any
+    """Fleet quotas (quotas.py): the Ticket of the quota that applies, or None."""
     trace: Any
     """tracing.RequestTrace when the runtime records spans (--otel), else None."""
 
@@ -173,6 +176,7 @@ class Exchange:
         self.hops = 0
         self._headers = {}
         self._sse = False
+        self.quota = None
         self.trace = None
 
     # ---------------------------------------------------------------- start
@@ -269,6 +273,9 @@ class Exchange:
             tls_key, self.ssl_ctx = rt.pool.ssl_for(tenant.policy)
         self.pool_key = (target.scheme, target.host, target.port, tls_key)
         self.breaker = rt.breakers.get(target.host_key)
+        if rt.quotas is not None:  # fleet quotas: the ticket of the quota for this target
+            self.quota = rt.quotas.ticket(self, target, self.method, self.headers, self.body,
+                                          self.deadline, self.quota)  # fmt: skip
 
     @cython.cfunc
     def _follow(self) -> None:
@@ -309,6 +316,15 @@ class Exchange:
         if self.done:
             return
         self.attempts += 1
+        if self.quota is not None:  # fleet quotas: admission first; it calls go()
+            self.quota.admit()
+            return
+        self.go()
+
+    def go(self) -> None:
+        """Send the attempt (after its quota admitted it, when a quota applies)."""
+        if self.done:
+            return
         try:
             self.probe = self.breaker.check()
         except BreakerOpen as exc:
@@ -327,6 +343,11 @@ class Exchange:
             self._send(got)
         else:
             self.waiter = got
+
+    def quota_refused(self, message: str) -> None:
+        """The quota cannot admit the attempt before the deadline (quotas.py)."""
+        if not self.done:
+            self._fail_with(_RATE_LIMITED, message)
 
     def _connected(
         self, conn: Optional[UpstreamConnection], failure: Optional[UpstreamFailure]
@@ -351,6 +372,8 @@ class Exchange:
         if self.done:
             return
         self.status = status
+        if self.quota is not None:  # fleet quotas: a 429's retry-after, remaining counts
+            self.quota.head(status, headers)
         shaped = response_headers(headers, decoded)
         self._headers = shaped
         self._sse = is_sse(shaped)
@@ -367,6 +390,8 @@ class Exchange:
     def on_body(self, data: bytes) -> None:
         if self.done or self.redirect is not None:
             return
+        if self.quota is not None:  # fleet quotas: the usage is in the stream
+            self.quota.chunk(data)
         if self.trace is not None:  # tracing.py: GenAI response attributes
             self.trace.body(data)
         ipc = self.ipc
@@ -393,6 +418,8 @@ class Exchange:
         self.conn = None
         if self.done:
             return
+        if self.quota is not None:  # fleet quotas: reconcile with the answer's usage
+            self.quota.done(self.status, body)
         if self.redirect is not None:
             self.breaker.record_success()
             self.probe = False
@@ -432,6 +459,8 @@ class Exchange:
         self.conn = None
         if self.done:
             return
+        if self.quota is not None:  # fleet quotas: a request that never left costs nothing
+            self.quota.failed(failure.connect)
         if self.trace is not None:  # tracing.py: the attempt's span ends with the failure
             self.trace.failed(int(failure.error_class), failure.message)
         breaker = self.breaker
@@ -553,6 +582,8 @@ class Exchange:
         tenant = self.tenant
         if tenant is not None:
             tenant.release(self.tenant_slot)
+        if self.quota is not None:  # fleet quotas: leave the queue
+            self.quota.close()
         rt = self.rt
         rt.request_finished(self.tenant_id, error_class, _perf() - self.t0)
         if self.trace is not None:  # tracing.py: the attempt's and the request's spans end

@@ -117,9 +117,12 @@ class Runtime:
                                          limits.idle_timeout_s / 4))  # fmt: skip
         self._sweeper: Optional[asyncio.TimerHandle] = None
         self.pool: Any = None
+        """The upstream connection pool (``UpstreamPool`` of the serving twin)."""
         self.deadlines: Any = None
         """Every request's deadline (``pipeline.Deadlines`` of the serving twin)."""
-        """The upstream connection pool (``UpstreamPool`` of the serving twin)."""
+        self.quotas: Any = None
+        """Fleet quotas (``quotas.QuotaService``), or None when none are configured (then
+        Redis is never imported)."""
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------ lifecycle
@@ -162,9 +165,16 @@ class Runtime:
             elif self.settings.metrics_port is not None:
                 self.metrics = create_metrics(self.settings.metrics_port)
                 self._metrics_on = True
+            if self.settings.quotas:  # fleet quotas: this process's own Redis client
+                from .quotas import QuotaService
+
+                self.quotas = QuotaService(self.settings, self.loop, self.metrics)
+                await self.quotas.start()
         except BaseException:
             await self._close_listeners()
             await self.pool.close()
+            if self.quotas is not None:
+                await self.quotas.close()
             raise
         self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
         log.info("runtime listening on %s", self.describe())
@@ -292,6 +302,8 @@ class Runtime:
                 log.warning("some client connections did not close in time")
         await self.pool.close()
         self.deadlines.close()
+        if self.quotas is not None:  # fleet quotas: leave the fleet's count
+            await self.quotas.close()
         self.metrics.close()
         if self.tracer is not None:  # tracing.py: flush the spans
             self.tracer.shutdown()
