@@ -658,6 +658,24 @@ class Quota:
         return f"{self.limit_r} requests per {self.window_s:g} s (quotas.{self.name}.requests)"
 
 
+def _bump(
+    table: Dict[int, List[int]], idx: int, r: int, t: int, keep_empty: bool = False
+) -> Tuple[int, int]:
+    """Add (r, t) to the window cell ``table[idx]``, neither count going below zero; the
+    amounts actually added. A missing cell is made when something is added (or always,
+    with ``keep_empty``)."""
+    cell = table.get(idx)
+    if cell is None:
+        if r <= 0 and t <= 0 and not keep_empty:
+            return 0, 0
+        cell = table[idx] = [0, 0]
+    r = max(r, -cell[0])
+    t = max(t, -cell[1])
+    cell[0] += r
+    cell[1] += t
+    return r, t
+
+
 class Bucket:
     """The counters of one quota (and API key) as this worker knows them, its queue of
     waiting requests, and what it admitted without Redis."""
@@ -740,29 +758,12 @@ class Bucket:
                     self.i_t -= t
 
     def add_own(self, idx: int, r: int, t: int) -> None:
-        cell = self.own.get(idx)
-        if cell is None:
-            self.own[idx] = [max(0, r), max(0, t)]
-            self.o_r += max(0, r)
-            self.o_t += max(0, t)
-        else:
-            r = max(r, -cell[0])
-            t = max(t, -cell[1])
-            cell[0] += r
-            cell[1] += t
-            self.o_r += r
-            self.o_t += t
+        r, t = _bump(self.own, idx, r, t, keep_empty=True)
+        self.o_r += r
+        self.o_t += t
 
     def add_mine(self, idx: int, r: int, t: int) -> None:
-        cell = self.mine.get(idx)
-        if cell is None:
-            if r <= 0 and t <= 0:
-                return
-            cell = self.mine[idx] = [0, 0]
-        r = max(r, -cell[0])
-        t = max(t, -cell[1])
-        cell[0] += r
-        cell[1] += t
+        r, t = _bump(self.mine, idx, r, t)
         self.i_r += r
         self.i_t += t
 
@@ -775,15 +776,7 @@ class Bucket:
             cell[1] += t
 
     def add_mirror(self, idx: int, r: int, t: int) -> None:
-        cell = self.mirror.get(idx)
-        if cell is None:
-            if r <= 0 and t <= 0:
-                return
-            cell = self.mirror[idx] = [0, 0]
-        r = max(r, -cell[0])
-        t = max(t, -cell[1])
-        cell[0] += r
-        cell[1] += t
+        r, t = _bump(self.mirror, idx, r, t)
         self.m_r += r
         self.m_t += t
 
