@@ -137,6 +137,16 @@ local now = now_us()
 local cur = math.floor(now / g)
 local first = math.floor((now - span) / g)
 local lo, R, T, blk = expire(key, first, nb)
+-- Add dr, dt to bucket idx, neither count going below zero; returns what was added.
+local function bump(idx, dr, dt)
+  local v = redis.call('HMGET', key, 'r' .. idx, 't' .. idx)
+  local r0, t0 = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+  if dr < -r0 then dr = -r0 end
+  if dt < -t0 then dt = -t0 end
+  if dr ~= 0 then redis.call('HINCRBY', key, 'r' .. idx, dr) end
+  if dt ~= 0 then redis.call('HINCRBY', key, 't' .. idx, dt) end
+  return dr, dt
+end
 -- Add the triples bucket, delta_r, delta_t of ARGV[k..] to counted buckets (never below
 -- zero); returns the new R, T (and stores them).
 local function settle(k)
@@ -144,13 +154,7 @@ local function settle(k)
   for j = k, #ARGV, 3 do
     local idx = tonumber(ARGV[j])
     if idx >= lo and idx <= cur then
-      local dr, dt = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
-      local v = redis.call('HMGET', key, 'r' .. idx, 't' .. idx)
-      local r0, t0 = tonumber(v[1]) or 0, tonumber(v[2]) or 0
-      if dr < -r0 then dr = -r0 end
-      if dt < -t0 then dt = -t0 end
-      if dr ~= 0 then redis.call('HINCRBY', key, 'r' .. idx, dr) end
-      if dt ~= 0 then redis.call('HINCRBY', key, 't' .. idx, dt) end
+      local dr, dt = bump(idx, tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]))
       r = r + dr
       t = t + dt
     end
@@ -300,12 +304,7 @@ for k = 6 + n, #ARGV, 3 do
   local dr, dt = tonumber(ARGV[k + 1]), tonumber(ARGV[k + 2])
   if idx >= lo then
     if idx > cur then idx = cur end
-    local v = redis.call('HMGET', key, 'r' .. idx, 't' .. idx)
-    local r0, t0 = tonumber(v[1]) or 0, tonumber(v[2]) or 0
-    if dr < -r0 then dr = -r0 end
-    if dt < -t0 then dt = -t0 end
-    if dr ~= 0 then redis.call('HINCRBY', key, 'r' .. idx, dr) end
-    if dt ~= 0 then redis.call('HINCRBY', key, 't' .. idx, dt) end
+    dr, dt = bump(idx, dr, dt)
     R = R + dr
     T = T + dt
   end
