@@ -23,12 +23,16 @@ SRC = str(Path(vastar_fast.__file__).resolve().parents[1])
 
 PROBE = r"""
 import json, sys
+# What the interpreter loaded before vastar_fast (site-packages' .pth files run at
+# startup and may import, say, certifi and with it threading): not ours to count.
+STARTUP = set(sys.modules)
 def loaded():
-    return {m: m in sys.modules for m in ("flatbuffers", "numpy", "asyncio")}
+    return {m: m in sys.modules and m not in STARTUP for m in ("flatbuffers", "numpy", "asyncio")}
 DEFERRED = ("logging", "threading", "socket", "_socket", "math", "contextvars")
 import vastar_fast
 out = {"import": loaded(), "accelerated": vastar_fast.ACCELERATED}
-out["deferred"] = sorted(m for m in DEFERRED if m in sys.modules)
+out["deferred"] = sorted(m for m in DEFERRED if m in sys.modules and m not in STARTUP)
+out["startup"] = sorted(m for m in ("flatbuffers", "numpy", "asyncio") if m in STARTUP)
 from vastar_fast import HTTPRequest, RuntimeClient, SSEParser
 from vastar_fast.protocol import codec
 from vastar_fast.protocol.connection import ClientConnection
@@ -66,6 +70,7 @@ def test_compiled_twin_never_imports_flatbuffers_numpy_or_asyncio_unasked() -> N
         pytest.skip("compiled twin not built")
     out = probe("0")
     assert out["accelerated"] is True
+    assert out["startup"] == [], "the interpreter imported these before vastar_fast"
     assert out["import"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
     assert out["deferred"] == []
     assert out["use"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
@@ -75,6 +80,7 @@ def test_compiled_twin_never_imports_flatbuffers_numpy_or_asyncio_unasked() -> N
 def test_pure_twin_imports_flatbuffers_only_once_used() -> None:
     out = probe("1")
     assert out["accelerated"] is False
+    assert out["startup"] == [], "the interpreter imported these before vastar_fast"
     assert out["import"] == {"flatbuffers": False, "numpy": False, "asyncio": False}
     # the pure client core imports socket and threading at import; logging waits
     deferred = out["deferred"]
