@@ -26,7 +26,9 @@ EXTENSIONS = [
 ]
 # The runtime's request path, written in Cython's pure Python mode: the .py modules are
 # the pure twin and are compiled, unchanged, into vastar_fast.runtime._compiled.
-RUNTIME_TWINS = ["breaker", "ipc", "pipeline", "policy", "shaping", "shared", "upstream"]
+RUNTIME_TWINS = [
+    "breaker", "http1", "ipc", "pipeline", "policy", "shaping", "shared", "upstream",
+]
 # Compiled into the same package from elsewhere: the sans-I/O core's ServerConnection,
 # which the compiled ipc drives (the client side has its own compiled twin in _codec_c).
 RUNTIME_ALSO = {"connection": "src/vastar_fast/protocol/connection.py"}

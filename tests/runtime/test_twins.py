@@ -19,7 +19,7 @@ from vastar_fast.runtime import engine
 
 from .helpers import Daemon, child_env
 
-TWINNED = ("breaker", "ipc", "pipeline", "policy", "shaping", "shared", "upstream")
+TWINNED = ("breaker", "http1", "ipc", "pipeline", "policy", "shaping", "shared", "upstream")
 
 
 def _probe(env_extra: dict, block_cython: bool = False) -> dict:

@@ -2,7 +2,7 @@
 
 The request path (``ipc``: the per-connection protocol, ``pipeline``: one request's
 life, ``upstream``: the HTTP/1.1 client, ``shaping``: requests out and answers in,
-``policy``, ``breaker`` and ``shared``: tenant limits and breakers, shared by workers) is
+``http1``: the one-pass read of a plain answer, ``policy``, ``breaker`` and ``shared``: tenant limits and breakers, shared by workers) is
 written once in Cython's pure Python mode. Run as Python those modules are the pure
 twin; ``setup.py`` compiles the same sources into :mod:`vastar_fast.runtime._compiled`.
 ``VASTAR_FAST_NO_EXTENSIONS=1`` (or a non-CPython interpreter) forces the pure twin, as
@@ -19,6 +19,7 @@ __all__ = [
     "ACCELERATED",
     "TWINNED",
     "breaker",
+    "http1",
     "ipc",
     "pipeline",
     "policy",
@@ -27,10 +28,11 @@ __all__ = [
     "upstream",
 ]
 
-TWINNED = ("breaker", "ipc", "pipeline", "policy", "shaping", "shared", "upstream")
+TWINNED = ("breaker", "http1", "ipc", "pipeline", "policy", "shaping", "shared", "upstream")
 """The modules written once and compiled into ``_compiled`` (setup.py builds the same)."""
 
 breaker: ModuleType
+http1: ModuleType
 ipc: ModuleType
 pipeline: ModuleType
 policy: ModuleType
@@ -39,13 +41,14 @@ shared: ModuleType
 upstream: ModuleType
 
 if NO_EXTENSIONS:
-    from . import breaker, ipc, pipeline, policy, shaping, shared, upstream
+    from . import breaker, http1, ipc, pipeline, policy, shaping, shared, upstream
 
     ACCELERATED = False
 else:
     try:
         from ._compiled import (  # type: ignore[attr-defined,no-redef,unused-ignore]
             breaker,
+            http1,
             ipc,
             pipeline,
             policy,
@@ -56,6 +59,6 @@ else:
 
         ACCELERATED = True
     except ImportError:  # not built (no compiler at install time): the pure twin serves
-        from . import breaker, ipc, pipeline, policy, shaping, shared, upstream
+        from . import breaker, http1, ipc, pipeline, policy, shaping, shared, upstream
 
         ACCELERATED = False

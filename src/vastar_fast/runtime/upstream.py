@@ -44,6 +44,7 @@ from vastar_fast._log import logger
 from vastar_fast.runtime.config import HTTPSettings, TenantPolicy
 from vastar_fast.types import ErrorClass
 
+from .http1 import parse_simple
 from .shaping import forbidden_address
 
 try:
@@ -330,6 +331,14 @@ class UpstreamConnection:
             # Bytes nobody asked for (an idle keep-alive connection): do not reuse it.
             self.abort()
             return
+        if not self._got_bytes and not self._head:
+            # The first bytes of the answer: when they are all of it, plainly framed
+            # (http1.py), one pass reads them and llhttp is not asked.
+            self._got_bytes = True
+            simple = parse_simple(data)
+            if simple is not None:
+                self._simple(simple)
+                return
         self._got_bytes = True
         try:
             self.parser.feed_data(data)
@@ -401,9 +410,35 @@ class UpstreamConnection:
             self._informational = True  # 100 Continue, 103 Early Hints: wait for the answer
             return
         self._informational = False
-        self._headers_done = True
         # Asked here: once the message is complete llhttp has reset its flags.
-        self._keep_alive = parser.should_keep_alive()
+        self._on_head(status, parser.should_keep_alive())
+        if self._head and self.sink is not None:
+            self._done = True
+            raise _HeadDone
+
+    @cython.cfunc
+    def _simple(self, answer: tuple) -> None:
+        """A whole answer read by http1.read_simple: the callbacks llhttp would make."""
+        status: int
+        status, self._headers, body, keep = answer
+        try:
+            self._on_head(status, keep)
+            if body:
+                self.on_body(body)
+        except UpstreamFailure as failure:
+            self._fail(failure)
+            return
+        except Exception as exc:  # as llhttp reports a callback's failure
+            self._fail_protocol(f"sent an answer the runtime could not process ({exc})")
+            return
+        self._done = True
+        self._complete()
+
+    @cython.cfunc
+    def _on_head(self, status: int, keep_alive: cython.bint) -> None:
+        """The answer's head is in ``self._headers``: frame its body, tell the sink."""
+        self._headers_done = True
+        self._keep_alive = keep_alive
         sink = self.sink
         if sink is None:
             return
@@ -431,9 +466,6 @@ class UpstreamConnection:
             if encoding in _DECODED:
                 self._decoder = _Decoder(encoding)
         sink.on_head(status, self._headers, self._decoder is not None)
-        if self._head:
-            self._done = True
-            raise _HeadDone
 
     def on_body(self, data: bytes) -> None:
         if self._informational or self._done:
