@@ -257,3 +257,50 @@ def test_samples_are_capped_evenly_and_the_total_is_recorded() -> None:
     few = report.result("codec", "x", "pure", "time per call", "s", "lower", [1.0, 2.0])
     report.cap_samples([few], 100)
     assert few["samples"] == [1.0, 2.0] and "samples_total" not in few["extra"]
+
+
+def test_floor_section_becomes_floor_rows() -> None:
+    """stack_bench's floor section (the round trip's two legs with no runtime work)
+    becomes three raw rows, and the document stays valid."""
+    data = json.loads((DATA / "stack_quick_released.json").read_text())
+    data["sections"]["floor: a sequential round trip with no runtime work"] = {
+        "floor": {"http_us": 32.0, "ipc_us": 36.5, "sum_us": 68.5}
+    }
+    results, comps = suites.stack_convert(data, suites.Options(quick=True))
+    floor = {r["case"]: r["value"] for r in results if r["suite"] == "floor"}
+    assert floor == {"bare keep-alive GET to nginx": 32.0, "Unix socket ping-pong": 36.5,
+                     "both legs": 68.5}  # fmt: skip
+    assert report.validate(_doc(results, comps)) == []
+
+
+def test_floor_measures_both_legs() -> None:
+    """floor() against a loopback HTTP/1.1 server answering like the bench's nginx."""
+    import socket
+    import threading
+
+    from vastar_fast.benchmarks import stack_bench
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n" + stack_bench.SMALL
+    served = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                served.append(data)
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        legs = stack_bench.floor(listener.getsockname()[1], 50)
+    finally:
+        listener.close()
+    thread.join(10)
+    assert len(served) == 50 + 50  # warm-up and measured GETs, one answer each
+    assert legs["http_us"] > 0 and legs["ipc_us"] > 0
+    assert legs["sum_us"] == pytest.approx(legs["http_us"] + legs["ipc_us"])

@@ -17,6 +17,12 @@ run, alternating the contenders (A B, then B A, ...), each client in its own pro
 ``stream``   ours only (the released runtime buffers event streams): how long after an
              upstream writes its first SSE chunk the client has it, over ``--rounds``
              streams (the upstream writes a chunk, pauses 200 ms, writes another).
+``floor``    what any runtime's sequential round trip costs before it does any work of
+             its own: a keep-alive 13 B GET from a bare Python socket straight to the
+             same nginx, and a 60-byte ping-pong over a Unix socket between two
+             processes (the two hops and four wake-ups every round trip has). Their sum
+             is a floor no runtime goes under; the section puts each daemon's
+             sequential median beside it (from the runtime and stack sections).
 
 The released paths come from ``--released-runtime`` / ``--released-sdk`` or the
 environment variables ``VASTAR_RELEASED_RUNTIME`` / ``VASTAR_RELEASED_SDK`` (the
@@ -387,6 +393,63 @@ class GapUpstream:
         self.thread.join(10)
 
 
+def _median_round_trip_us(one: Callable[[], None], n: int) -> float:
+    for _ in range(min(500, n)):
+        one()
+    perf = time.perf_counter
+    lat = []
+    for _ in range(n):
+        t0 = perf()
+        one()
+        lat.append(perf() - t0)
+    return statistics.median(lat) * 1e6
+
+
+def floor(port: int, n: int) -> Dict[str, float]:
+    """The two legs of a sequential round trip with no runtime work in them (median
+    microseconds): a bare keep-alive GET to nginx, and a Unix socket ping-pong."""
+    up = socket.create_connection(("127.0.0.1", port))
+    up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    request = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+    def get() -> None:
+        up.sendall(request)
+        got = up.recv(65536)
+        while not got.endswith(SMALL):
+            more = up.recv(65536)
+            if not more:
+                raise RuntimeError("nginx closed the connection")
+            got += more
+
+    try:
+        http_us = _median_round_trip_us(get, n)
+    finally:
+        up.close()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    echo = subprocess.Popen(
+        [sys.executable, "-c", "import socket,sys\n"
+         "s = socket.socket(fileno=int(sys.argv[1]))\n"
+         "while True:\n    m = s.recv(4096)\n    if not m: break\n    s.sendall(m)\n",
+         str(b.fileno())],
+        pass_fds=(b.fileno(),),
+    )  # fmt: skip
+    b.close()
+    message = b"x" * 60
+
+    def ping() -> None:
+        a.sendall(message)
+        got = a.recv(4096)
+        while len(got) < len(message):
+            got += a.recv(4096)
+
+    try:
+        ipc_us = _median_round_trip_us(ping, n)
+    finally:
+        a.close()
+        echo.wait(10)
+    return {"http_us": http_us, "ipc_us": ipc_us, "sum_us": http_us + ipc_us}
+
+
 def first_chunk(socket_path: str, rounds: int) -> Dict[str, Any]:
     """Microseconds from the upstream's write of its first chunk to the client having it
     (both ``time.perf_counter``, one host)."""
@@ -548,6 +611,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             out["sections"]["stream: first SSE chunk forwarded (vastar runtime)"] = {
                 "first_chunk": first_chunk(ours.socket_path, args.rounds)
             }
+        legs = [floor(nginx.port, args.n) for _ in range(args.runs)] if "floor" in sections else []
         for name, contenders in cases.items():
             samples: Dict[str, List[Dict[str, Any]]] = {c[0]: [] for c in contenders}
             for i in range(args.runs):
@@ -592,6 +656,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     section["ratio_req_per_s_per_run"][a] = per_run
                     section["ratio_req_per_s"][a] = statistics.median(per_run)
             out["sections"][name] = section
+        if legs:  # last, so that its table can put the sequential medians beside it
+            out["sections"]["floor: a sequential round trip with no runtime work"] = {
+                "floor": {k: statistics.median(leg[k] for leg in legs) for k in legs[0]}
+            }
     finally:
         for svc in (ours, rel, *extra_services, nginx):
             if svc is not None:
@@ -602,6 +670,18 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def print_table(out: Dict[str, Any]) -> None:
     for name, section in out["sections"].items():
+        if "floor" in section:
+            fl = section["floor"]
+            print(f"\n{name}  (medians of {out['runs']} runs)\n"
+                  f"  bare keep-alive GET to nginx {fl['http_us']:.0f} us + Unix socket "
+                  f"ping-pong {fl['ipc_us']:.0f} us = {fl['sum_us']:.0f} us")  # fmt: skip
+            for other, sec in out["sections"].items():
+                if other.startswith(("runtime: sequential", "stack: sequential 13 B")):
+                    for label, m in sec["median"].items():
+                        print(f"  {label} ({other.split(':')[0]}): median "
+                              f"{m['median_us']:.0f} us, {m['median_us'] - fl['sum_us']:.0f} "
+                              "us over the floor")  # fmt: skip
+            continue
         if "first_chunk" in section:
             fc = section["first_chunk"]
             print(f"\n{name}: median {fc['median_us']:.0f} us, p99 {fc['p99_us']:.0f} us, "
@@ -640,8 +720,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--released-sdk", default=os.environ.get("VASTAR_RELEASED_SDK"),
                    help="directory holding the released vastar_connector_sdk package "
                    "($VASTAR_RELEASED_SDK)")  # fmt: skip
-    p.add_argument("--sections", default="runtime,stack,client,stream",
-                   help="comma-separated: runtime, stack, client, stream")  # fmt: skip
+    p.add_argument("--sections", default="runtime,stack,client,stream,floor",
+                   help="comma-separated: runtime, stack, client, stream, floor")  # fmt: skip
     p.add_argument("--rounds", type=int, default=20, help="streams for the stream section")
     p.add_argument("--runs", type=int, default=3, help="alternated rounds per case")
     p.add_argument("--n", type=int, default=4000, help="requests per sequential run")

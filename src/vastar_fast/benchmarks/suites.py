@@ -263,6 +263,14 @@ def stack_convert(data: Dict[str, Any], opts: Options) -> Records:
                 )
             )
             continue
+        if "floor" in section:  # the round trip's two legs with no runtime work in them
+            fl = section["floor"]
+            for leg, what in (("http_us", "bare keep-alive GET to nginx"),
+                              ("ipc_us", "Unix socket ping-pong"),
+                              ("sum_us", "both legs")):  # fmt: skip
+                results.append(result("floor", what, "raw", "median latency", "us", "lower",
+                                      [fl[leg]]))  # fmt: skip
+            continue
         suite = "client-via-runtime" if prefix.startswith("client") else prefix
         labels = {
             label: STACK_LABELS[label] for label in section["median"] if label in STACK_LABELS
