@@ -257,8 +257,10 @@ def response_headers(raw: List[Tuple[bytes, bytes]], decoded: bool) -> Dict[str,
                 cache.clear()
             cache[rname] = name
         value = rvalue.decode("utf-8", "replace")
-        prev = out.get(name)
-        out[name] = value if prev is None else prev + ", " + value
+        size = len(out)
+        prev = out.setdefault(name, value)  # one lookup for the usual first occurrence
+        if len(out) == size:  # a repeat (checked by size: short strings are shared objects)
+            out[name] = prev + ", " + value
     if decoded:
         out.pop("content-encoding", None)
         out.pop("content-length", None)

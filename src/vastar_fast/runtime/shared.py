@@ -38,10 +38,10 @@ __all__ = ["BREAKER_SLOTS", "TENANT_SLOTS", "SharedState", "stable_hash"]
 
 TENANT_SLOTS = 4096
 BREAKER_SLOTS = 4096
-_PROBE = 64
+_PROBE = cython.declare(cython.Py_ssize_t, 64)
 """Slots tried from a key's home slot before a table counts as full."""
-_COUNT_BITS = 24
-_COUNT_MASK = (1 << _COUNT_BITS) - 1
+_COUNT_BITS = cython.declare(cython.longlong, 24)
+_COUNT_MASK = cython.declare(cython.longlong, (1 << 24) - 1)
 _TENANT_KEY_BITS = 39
 """Key and count share one signed int64 cell: 39 + 24 bits, the sign bit unused."""
 
@@ -98,9 +98,18 @@ class SharedState:
         """
         if limit < 1:
             return -1
+        # C integers when compiled (key < 2**39, counts < 2**24: no overflow).
+        k: cython.longlong = key
+        lim: cython.longlong = limit if limit < _COUNT_MASK else _COUNT_MASK
+        word: cython.longlong
+        free_word: cython.longlong
+        free: cython.Py_ssize_t
+        slot: cython.Py_ssize_t
+        step: cython.Py_ssize_t
+        raced: cython.bint
         cells = self.cells
-        n = self.tenant_slots
-        home = key % n
+        n: cython.Py_ssize_t = self.tenant_slots
+        home: cython.Py_ssize_t = k % n
         while True:
             free = -1
             free_word = 0
@@ -108,8 +117,8 @@ class SharedState:
             for step in range(_PROBE):
                 slot = (home + step) % n
                 word = cells.load(slot)
-                if word >> _COUNT_BITS == key:
-                    if word & _COUNT_MASK >= limit:
+                if word >> _COUNT_BITS == k:
+                    if word & _COUNT_MASK >= lim:
                         return -1
                     if cells.cas(slot, word, word + 1):
                         return slot
@@ -123,7 +132,7 @@ class SharedState:
                 continue
             if free < 0:
                 return -2
-            if cells.cas(free, free_word, (key << _COUNT_BITS) | 1):
+            if cells.cas(free, free_word, (k << _COUNT_BITS) | 1):
                 return free
 
     def tenant_release(self, slot: int) -> None:
