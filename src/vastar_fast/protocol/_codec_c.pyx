@@ -1606,18 +1606,30 @@ def decode_http_response_payload(payload):
 #   {"body":"...","headers":{"k":"v",...},"is_streaming":false,"status_code":200}
 # spec: (status_digits_bytes, headers_dict, body (exact str or valid UTF-8 bytes), streaming)
 
+cdef struct _RespSpec:
+    # What _http_resp_json_size checked, for _http_resp_json_write: the caller's own
+    # references (borrowed; they outlive both calls).
+    PyObject *headers
+    PyObject *body
+    int streaming
+    int ndigits
+    char digits[12]
+
+
 cdef Py_ssize_t _http_resp_json_size(object status_code, object headers, object body,
-                                     object is_streaming, list spec) except -2:
+                                     object is_streaming, _RespSpec *spec) except -2:
     """Exact size of the response JSON, or -1 when the pure twin must build it."""
     cdef Py_ssize_t size, s, pos = 0
     cdef PyObject *k
     cdef PyObject *v
     cdef long long st
+    cdef unsigned long long u
+    cdef char tmp[12]
+    cdef int i = 0, j
     if not _int_in(status_code, -2147483648, 2147483647, &st):
         return -1
     if not PyDict_CheckExact(headers):
         return -1
-    digits = str(st).encode("ascii")
     size = 9  # {"body":"
     if PyUnicode_CheckExact(body):
         s = vf_str_size(body, 1)
@@ -1642,18 +1654,34 @@ cdef Py_ssize_t _http_resp_json_size(object status_code, object headers, object 
             size += s + 1
     else:
         size += 1  # }
-    streaming = bool(is_streaming)
-    size += 16 + (4 if streaming else 5) + 15 + len(digits) + 1
-    spec.append((digits, headers, body, streaming))
+    # the status code's decimal digits (what str(int) gives), written here in C
+    u = <unsigned long long>(-st) if st < 0 else <unsigned long long>st
+    while True:
+        tmp[i] = <char>(48 + u % 10)
+        i += 1
+        u //= 10
+        if u == 0:
+            break
+    if st < 0:
+        tmp[i] = c'-'
+        i += 1
+    for j in range(i):
+        spec.digits[j] = tmp[i - 1 - j]
+    spec.ndigits = i
+    spec.headers = <PyObject *>headers
+    spec.body = <PyObject *>body
+    spec.streaming = 1 if is_streaming else 0
+    size += 16 + (4 if spec.streaming else 5) + 15 + i + 1
     return size
 
 
-cdef uint8_t *_http_resp_json_write(object spec, uint8_t *o):
+cdef uint8_t *_http_resp_json_write(_RespSpec *spec, uint8_t *o):
     cdef Py_ssize_t pos = 0
     cdef PyObject *k
     cdef PyObject *v
     cdef bint first = True
-    digits, headers, body, streaming = spec
+    cdef object headers = <object>spec.headers
+    cdef object body = <object>spec.body
     o = _lit(o, b'{"body":"', 9)
     if PyBytes_CheckExact(body):
         o = vf_utf8_json_write(<const uint8_t *>PyBytes_AS_STRING(body),
@@ -1673,28 +1701,28 @@ cdef uint8_t *_http_resp_json_write(object spec, uint8_t *o):
         o[0] = c'"'
         o += 1
     o = _lit(o, b'},"is_streaming":', 17)
-    if streaming:
+    if spec.streaming:
         o = _lit(o, b"true", 4)
     else:
         o = _lit(o, b"false", 5)
     o = _lit(o, b',"status_code":', 15)
-    o = _lit(o, PyBytes_AS_STRING(digits), PyBytes_GET_SIZE(digits))
+    o = _lit(o, spec.digits, spec.ndigits)
     o[0] = c'}'
     return o + 1
 
 
 def encode_http_response_payload(status_code, headers, body, is_streaming):
     """The ``http`` connector's response JSON, keys in the released runtime's order."""
-    cdef list spec = []
-    cdef Py_ssize_t n = _http_resp_json_size(status_code, headers, body, is_streaming, spec)
+    cdef _RespSpec spec
+    cdef Py_ssize_t n = _http_resp_json_size(status_code, headers, body, is_streaming, &spec)
     if n < 0:
         return _py.encode_http_response_payload(status_code, headers, body, is_streaming)
     out = _bytes_from(NULL, n)
-    _http_resp_json_write(spec[0], <uint8_t *>PyBytes_AS_STRING(out))
+    _http_resp_json_write(&spec, <uint8_t *>PyBytes_AS_STRING(out))
     return out
 
 
-cdef Py_ssize_t _b_http_response(vf_bld *b, uint64_t rid, Py_ssize_t n, object spec,
+cdef Py_ssize_t _b_http_response(vf_bld *b, uint64_t rid, Py_ssize_t n, _RespSpec *spec,
                                  uint64_t dur):
     cdef uint8_t *data
     cdef Py_ssize_t body = vf_b_bytes(b, n, &data)
@@ -1713,17 +1741,17 @@ def encode_http_response_frame(request_id, status_code, headers, body, is_stream
                                duration_us):
     """The runtime's hot path: a successful ``http`` ExecuteResponse frame in one
     allocation, the response JSON written straight into the frame."""
-    cdef list spec = []
+    cdef _RespSpec spec
     cdef uint64_t rid, dur
     cdef Py_ssize_t n, total
     cdef vf_bld b
     if _u64(request_id, &rid) and _u64(duration_us, &dur):
-        n = _http_resp_json_size(status_code, headers, body, is_streaming, spec)
+        n = _http_resp_json_size(status_code, headers, body, is_streaming, &spec)
         if n >= 0:
             vf_b_init(&b, NULL)
-            total = _b_http_response(&b, rid, n, spec[0], dur)
+            total = _b_http_response(&b, rid, n, &spec, dur)
             out = _new_frame(&b, total, _EXECUTE_RESPONSE)
-            _b_http_response(&b, rid, n, spec[0], dur)
+            _b_http_response(&b, rid, n, &spec, dur)
             return out
     return _py.encode_http_response_frame(
         request_id, status_code, headers, body, is_streaming, duration_us
