@@ -63,6 +63,7 @@ log = lazy_logger("vastar_fast.protocol")
 _EXECUTE_REQUEST = int(MessageType.EXECUTE_REQUEST)
 _HEALTH_CHECK = int(MessageType.HEALTH_CHECK)
 _CANCEL_REQUEST = int(MessageType.CANCEL_REQUEST)
+_tuple_new = tuple.__new__
 
 
 def extensions_of(headers: Sequence[Tuple[str, str]]) -> FrozenSet[str]:
@@ -117,7 +118,9 @@ class ServerConnection:
                     ext = extensions_of(req.headers) if req.headers else frozenset()
                     if ext:
                         self.extended = True
-                    events.append(RequestReceived(req, ext))
+                    # tuple.__new__ is what the NamedTuple's own __new__ calls, without
+                    # its Python frame (one per request in the daemon)
+                    events.append(_tuple_new(RequestReceived, (req, ext)))
                 elif mtype == _HEALTH_CHECK:
                     # Answered with a HealthResponse only: asking for health is not an
                     # opt-in to the extensions (no unsolicited CreditUpdate follows).
