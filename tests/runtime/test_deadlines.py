@@ -1,4 +1,5 @@
-"""The runtime's deadlines on one shared timer (pipeline.Deadlines), both twins."""
+"""The runtime's deadlines on one shared timer (pipeline.Deadlines) and its count of
+requests in flight (pipeline.InFlight), both twins."""
 
 from __future__ import annotations
 
@@ -79,3 +80,34 @@ def test_daemon_deadlines_fire_on_time(tmp_path: Any) -> None:
         up.close()
     assert r.error_class == ErrorClass.TIMEOUT
     assert 0.29 <= took < 3.0, took  # not before the deadline; the upper bound is loose
+
+
+class FakeMetrics:
+    def __init__(self) -> None:
+        self.calls: List[Any] = []
+
+    def in_flight(self, delta: int) -> None:
+        self.calls.append(("in_flight", delta))
+
+    def observe(self, tenant: str, error_class: int, seconds: float) -> None:
+        self.calls.append(("observe", tenant, error_class, seconds))
+
+
+def test_inflight_counts_and_wakes_the_drain_only_when_stopping(mod: ModuleType) -> None:
+    counts = mod.InFlight()
+    woken: List[int] = []
+    counts.on_idle = lambda: woken.append(counts.count)
+    counts.started()
+    counts.started()
+    counts.finished("t", 0, 0.5)
+    counts.finished("t", 0, 0.5)
+    assert counts.count == 0 and woken == []  # not stopping: nobody waits for idle
+    counts.started()
+    counts.stopping = True
+    counts.finished("t", 2, 0.25)
+    assert woken == [0]
+    metrics = FakeMetrics()
+    counts.metrics = metrics
+    counts.started()
+    counts.finished("acme", 5, 1.5)
+    assert metrics.calls == [("in_flight", 1), ("in_flight", -1), ("observe", "acme", 5, 1.5)]

@@ -64,6 +64,7 @@ __all__ = [
     "DEADLINE_TICK_S",
     "Deadlines",
     "Exchange",
+    "InFlight",
 ]
 
 log = logger("vastar_fast.runtime")  # the real one, with the package's NullHandler
@@ -91,6 +92,42 @@ _perf = time.perf_counter
 
 
 @cython.cclass
+class InFlight:
+    """The daemon's count of requests in flight (``Runtime.active``), kept by the request
+    path itself: one increment when an exchange starts, one decrement when it ends, with
+    no Python frame in between (compiled). Set by the runtime: ``stopping`` once it
+    stops, ``on_idle`` (called when the last request ends while stopping), ``metrics``
+    (None unless metrics are exported)."""
+
+    count = cython.declare(cython.longlong, visibility="readonly")
+    stopping = cython.declare(cython.bint, visibility="public")
+    on_idle = cython.declare(object, visibility="public")
+    metrics = cython.declare(object, visibility="public")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stopping = False
+        self.on_idle = None
+        self.metrics = None
+
+    @cython.ccall
+    def started(self) -> None:
+        self.count += 1
+        if self.metrics is not None:
+            self.metrics.in_flight(1)
+
+    @cython.ccall
+    def finished(self, tenant_id: str, error_class: int, seconds: float) -> None:
+        """One request got its terminal answer (exactly once per request)."""
+        self.count -= 1
+        if self.count == 0 and self.stopping and self.on_idle is not None:
+            self.on_idle()
+        if self.metrics is not None:
+            self.metrics.in_flight(-1)
+            self.metrics.observe(tenant_id, error_class, seconds)
+
+
+@cython.cclass
 class Exchange:
     """The life of one request in flight."""
 
@@ -101,6 +138,7 @@ class Exchange:
     """The request's slot in the runtime's :class:`Deadlines` (-1: not registered)."""
     stream_started = cython.declare(cython.bint, visibility="public")
     rt: Any
+    inflight: InFlight
     ipc: Any
     tenant_id: str
     extended_stream: cython.bint
@@ -141,6 +179,7 @@ class Exchange:
         deadline: float, t0: float,
     ) -> None:  # fmt: skip
         self.rt = rt
+        self.inflight = rt.inflight
         self.ipc = ipc
         self.rid = rid
         self.tenant_id = tenant_id
@@ -181,6 +220,7 @@ class Exchange:
 
     # ---------------------------------------------------------------- start
     def start(self, frame: codec.ExecuteRequestFrame) -> None:
+        self.inflight.started()  # counted before anything can finish it
         try:
             self._prepare(frame)
         except Fail as fail:
@@ -585,7 +625,7 @@ class Exchange:
         if self.quota is not None:  # fleet quotas: leave the queue
             self.quota.close()
         rt = self.rt
-        rt.request_finished(self.tenant_id, error_class, _perf() - self.t0)
+        self.inflight.finished(self.tenant_id, error_class, _perf() - self.t0)
         if self.trace is not None:  # tracing.py: the attempt's and the request's spans end
             self.trace.finish(error_class, self.status, frame)
         if rt.debug:

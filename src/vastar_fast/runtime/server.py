@@ -86,7 +86,8 @@ class Runtime:
         self._given_sockets = list(sockets or [])
         self.default_deadline_s = settings.limits.default_deadline_ms / 1000.0
         self.stopping = False
-        self.active = 0
+        self.inflight = engine.pipeline.InFlight()
+        """Requests in flight, counted by the request path (see :attr:`active`)."""
         self.connections: Set[Any] = set()
         """The live client connections (``IPCConnection`` of the serving twin)."""
         self.shared = shared if shared is not None else engine.shared.SharedState()
@@ -132,6 +133,7 @@ class Runtime:
         self.debug = log.isEnabledFor(logging.DEBUG)
         self._stop_requested = asyncio.Event()
         self._idle = asyncio.Event()  # set by the last request to finish while stopping
+        self.inflight.on_idle = self._idle.set
         self._abandon = asyncio.Event()
         self.pool = engine.upstream.UpstreamPool(self.loop, self.settings.http)
         self.deadlines = engine.pipeline.Deadlines(self.loop)
@@ -165,6 +167,8 @@ class Runtime:
             elif self.settings.metrics_port is not None:
                 self.metrics = create_metrics(self.settings.metrics_port)
                 self._metrics_on = True
+            if self._metrics_on:
+                self.inflight.metrics = self.metrics
             if self.settings.quotas:  # fleet quotas: this process's own Redis client
                 from .quotas import QuotaService
 
@@ -269,6 +273,7 @@ class Runtime:
         if self.stopping:
             return
         self.stopping = True
+        self.inflight.stopping = True
         log.info("runtime stopping: %d request(s) in flight", self.active)
         await self._close_listeners()
         grace = self.settings.limits.shutdown_grace_s
@@ -343,19 +348,10 @@ class Runtime:
             pass
 
     # ------------------------------------------------------------ accounting
-    def request_started(self) -> None:
-        self.active += 1
-        if self._metrics_on:
-            self.metrics.in_flight(1)
-
-    def request_finished(self, tenant_id: str, error_class: int, seconds: float) -> None:
-        """One request got its terminal answer (called by the pipeline, exactly once)."""
-        self.active -= 1
-        if self.active == 0 and self.stopping and self._idle is not None:
-            self._idle.set()
-        if self._metrics_on:
-            self.metrics.in_flight(-1)
-            self.metrics.observe(tenant_id, error_class, seconds)
+    @property
+    def active(self) -> int:
+        """Requests in flight (their exchanges count themselves in and out)."""
+        return int(self.inflight.count)
 
     def _breaker_changed(self, host: str, state: str) -> None:
         if state == "open":
