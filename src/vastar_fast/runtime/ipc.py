@@ -252,6 +252,6 @@ class IPCConnection:
             deadline = now + rt.default_deadline_s
         ex = Exchange(rt, self, rid, frame.tenant_id, "stream" in event.extensions, deadline, t0)
         requests[rid] = ex
-        ex.start(frame)  # counts it in (rt.inflight) first  # the upstream request goes out first; bookkeeping after it
+        ex.start(frame)  # counts itself in first; the upstream request goes out before the rest
         if not ex.done:
             ex.deadline_slot = rt.deadlines.add(ex, deadline)

@@ -310,7 +310,8 @@ class RedisBackend:
             return
         self._connecting = None
         if self.closed:
-            conn.transport.close()
+            if conn.transport is not None:
+                conn.transport.close()
             self._fail_waiting("the quota service is closed")
             return
         self.conn = conn
