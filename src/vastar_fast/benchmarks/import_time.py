@@ -193,14 +193,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = measure(args.runs, args.released_sdk, bytecode=not args.no_bytecode)
     how = "bytecode cached" if out["bytecode_cached"] else "no bytecode written"
     print(f"python -X importtime, median of {args.runs} fresh interpreters (min-max), ms, {how}")
-    for label, s in out["cases"].items():  # type: ignore[union-attr]
+    for label, s in out["cases"].items():  # type: ignore[attr-defined]
         print(f"  {label:<28} {s['median_ms']:7.2f}  ({s['min_ms']:.2f}-{s['max_ms']:.2f})")
     print(f"  heavy modules loaded by import vastar_fast: {out['heavy_loaded']}")
     print("our modules, self ms:")
-    for name, t in out["own_modules_self_ms"].items():  # type: ignore[union-attr]
+    for name, t in out["own_modules_self_ms"].items():  # type: ignore[attr-defined]
         print(f"  {t:6.2f}  {name}")
     print("other modules beyond the floor, self ms:")
-    for name, t in out["beyond_floor_self_ms"].items():  # type: ignore[union-attr]
+    for name, t in out["beyond_floor_self_ms"].items():  # type: ignore[attr-defined]
         print(f"  {t:6.2f}  {name}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
