@@ -28,7 +28,7 @@ from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.list cimport PyList_CheckExact
 from cpython.long cimport PyLong_CheckExact, PyLong_FromUnsignedLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.tuple cimport PyTuple_CheckExact
 from cpython.unicode cimport PyUnicode_CheckExact
@@ -1967,7 +1967,9 @@ cdef extern from "client_io.h":
 cdef object _log = _lazy_logger("vastar_fast.client")
 cdef object _monotonic = _time.monotonic
 cdef object _wall_clock = _time.time
-cdef object _object_new = object.__new__
+cdef tuple _NO_ARGS = ()
+cdef extern from "Python.h":
+    PyTypeObject PyBaseObject_Type
 cdef object _SUCCESS = _ErrorClass.SUCCESS
 cdef object _TIMEOUT_CLASS = _ErrorClass.TIMEOUT
 cdef Py_ssize_t _MAX_ABANDONED = 4096
@@ -2030,7 +2032,8 @@ cdef object _new_response(object rid, object status, object headers, object body
                           object duration):
     """HTTPResponse(rid, status, headers, body, duration, SUCCESS, None) without running
     the dataclass __init__: the same attributes, in its order."""
-    cdef object r = _object_new(_HTTPResponse)
+    # object.__new__(HTTPResponse), called through the slot (no Python-level call)
+    cdef object r = PyBaseObject_Type.tp_new(<type>_HTTPResponse, <PyObject *>_NO_ARGS, NULL)
     r.request_id = rid
     r.status_code = status
     r.headers = headers
