@@ -23,7 +23,7 @@ in the pure twin and only the compiled twin takes the fast path; the loop itself
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 try:
     import cython
@@ -32,8 +32,11 @@ except ImportError:  # pragma: no cover - Cython not installed: the pure twin
 
 __all__ = ["SimpleAnswer", "parse_simple", "read_simple"]
 
-SimpleAnswer = Tuple[int, List[Tuple[bytes, bytes]], bytes, bool]
-"""(status, raw (name, value) headers in order, body, keep-alive)."""
+SimpleAnswer = Tuple[int, Any, bytes, bool, int, bytes]
+"""(status, headers, body, keep-alive, Content-Length, Content-Encoding): the headers as
+raw (name, value) pairs in order, or with ``shape`` already in the released shape (the
+dict :func:`vastar_fast.runtime.shaping.response_headers` makes of those pairs); the
+Content-Encoding value stripped and lower-cased (b"" when absent)."""
 
 _TOKEN = bytes(
     1 if (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or chr(c) in "!#$%&'*+-.^_`|~") else 0
@@ -43,14 +46,41 @@ _TOKEN = bytes(
 _TEXT = bytes(1 if (c == 9 or 32 <= c <= 126 or c >= 128) else 0 for c in range(256))
 """HTAB, SP, VCHAR and obs-text: the bytes of a field value or a reason phrase."""
 _MAX_LENGTH = 1 << 53
+_names: list = [None] * 64
+"""Lower-cased header names by the raw name (len and end bytes pick the slot, a hit is
+compared byte by byte): a name seen before costs no bytes object and no hash."""
 
 
-def parse_simple(data: bytes) -> Optional[SimpleAnswer]:
+def parse_simple(data: bytes, shape: bool) -> Optional[SimpleAnswer]:
     """The answer in ``data`` when it is one whole simple response, else None (the
     pure twin always says None: there llhttp is faster)."""
     if not cython.compiled:
         return None
-    return read_simple(data)
+    return read_simple(data, shape)
+
+
+@cython.cfunc
+def _shaped_name(p: cython.p_uchar, s: cython.Py_ssize_t, e: cython.Py_ssize_t) -> str:
+    """``p[s:e].decode("latin-1").lower()`` (what shaping.response_headers makes of a
+    name), from the cache when this raw name was seen before."""
+    n: cython.Py_ssize_t = e - s
+    slot: cython.Py_ssize_t = (n * 31 + p[s] * 7 + p[e - 1]) & 63
+    names: list = _names
+    entry = names[slot]
+    k: cython.Py_ssize_t
+    if entry is not None:
+        raw: bytes = entry[0]
+        if len(raw) == n:
+            q: cython.p_uchar = raw
+            for k in range(n):
+                if q[k] != p[s + k]:
+                    break
+            else:
+                return entry[1]
+    raw_name = p[s:e]
+    name: str = raw_name.decode("latin-1").lower()
+    names[slot] = (raw_name, name)
+    return name
 
 
 @cython.cfunc
@@ -68,8 +98,9 @@ def _named(
 
 
 @cython.ccall
-def read_simple(data: bytes) -> Optional[SimpleAnswer]:
-    """One pass over ``data``: see the module's docstring for what it accepts."""
+def read_simple(data: bytes, shape: cython.bint = False) -> Optional[SimpleAnswer]:
+    """One pass over ``data``: see the module's docstring for what it accepts.
+    ``shape``: the headers in the released shape instead of raw pairs."""
     n: cython.Py_ssize_t = len(data)
     if n < 19:  # "HTTP/1.1 200 \r\n" plus the blank line
         return None
@@ -98,8 +129,11 @@ def read_simple(data: bytes) -> Optional[SimpleAnswer]:
         return None
     i += 2
     headers: list = []
+    shaped: dict = {}
+    encoding: bytes = b""
     length: cython.longlong = -1
     keep: cython.bint = True
+    size: cython.Py_ssize_t
     s: cython.Py_ssize_t
     e: cython.Py_ssize_t
     vs: cython.Py_ssize_t
@@ -145,7 +179,17 @@ def read_simple(data: bytes) -> Optional[SimpleAnswer]:
             for option in p[vs:ve].split(b","):
                 if option.strip(b" \t").lower() == b"close":
                     keep = False
-        headers.append((p[s:e], p[vs:ve]))  # C slices when compiled (bytes either way)
+        elif e - s == 16 and _named(p, s, b"content-encoding", 16):
+            encoding = p[vs:ve].strip().lower()
+        if shape:  # as shaping.response_headers: repeats joined at their first place
+            name = _shaped_name(p, s, e)
+            value = p[vs:ve].decode("utf-8", "replace")
+            size = len(shaped)
+            prev = shaped.setdefault(name, value)
+            if len(shaped) == size:
+                shaped[name] = prev + ", " + value
+        else:
+            headers.append((p[s:e], p[vs:ve]))  # C slices when compiled (bytes either way)
     if length < 0 or n - i != length:
         return None
-    return status, headers, p[i:n] if length else b"", keep
+    return status, shaped if shape else headers, p[i:n] if length else b"", keep, length, encoding

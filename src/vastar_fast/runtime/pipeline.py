@@ -405,16 +405,23 @@ class Exchange:
     @cython.cfunc
     def _send(self, conn: Any) -> None:
         self.conn = conn
-        conn.send(self.request_bytes, self, self.is_head, self.limit, self.extended_stream)
+        conn.send(self.request_bytes, self, self.is_head, self.limit, self.extended_stream,
+                  self.quota is not None)  # fleet quotas read the raw headers  # fmt: skip
 
     # ---------------------------------------------------------------- the answer (sink)
-    def on_head(self, status: int, headers: List[Tuple[bytes, bytes]], decoded: bool) -> None:
+    def on_head(self, status: int, headers: Any, decoded: bool) -> None:
         if self.done:
             return
         self.status = status
         if self.quota is not None:  # fleet quotas: a 429's retry-after, remaining counts
             self.quota.head(status, headers)
-        shaped = response_headers(headers, decoded)
+        if type(headers) is dict:  # the upstream's fast path shaped them already
+            shaped = headers
+            if decoded:
+                shaped.pop("content-encoding", None)
+                shaped.pop("content-length", None)
+        else:
+            shaped = response_headers(headers, decoded)
         self._headers = shaped
         self._sse = is_sse(shaped)
         if self.follow_redirects:

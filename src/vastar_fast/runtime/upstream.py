@@ -172,8 +172,10 @@ class ResponseSink:
     on_done / on_fail ends it.
     """
 
-    def on_head(self, status: int, headers: List[Tuple[bytes, bytes]], decoded: bool) -> None:
-        """``decoded``: the body is being decompressed (gzip/deflate) on its way."""
+    def on_head(self, status: int, headers: Any, decoded: bool) -> None:
+        """``headers``: raw (name, value) byte pairs in order, or, when the request was
+        sent with ``raw=False``, possibly already the released shape (a dict of str).
+        ``decoded``: the body is being decompressed (gzip/deflate) on its way."""
         raise NotImplementedError
 
     def on_body(self, data: bytes) -> None:
@@ -248,6 +250,7 @@ class UpstreamConnection:
     _until_eof: cython.bint
     _done: cython.bint
     _keep_alive: cython.bint
+    _raw: cython.bint
     _decoder: Any
 
     def __init__(self, pool: UpstreamPool, key: PoolKey, where: str) -> None:
@@ -274,6 +277,7 @@ class UpstreamConnection:
         self._until_eof = False
         self._done = False
         self._keep_alive = False
+        self._raw = True
         self._decoder = None
 
     # ---------------------------------------------------------------- transport
@@ -335,7 +339,7 @@ class UpstreamConnection:
             # The first bytes of the answer: when they are all of it, plainly framed
             # (http1.py), one pass reads them and llhttp is not asked.
             self._got_bytes = True
-            simple = parse_simple(data)
+            simple = parse_simple(data, not self._raw)
             if simple is not None:
                 self._simple(simple)
                 return
@@ -362,9 +366,14 @@ class UpstreamConnection:
                 self._complete()
 
     # ---------------------------------------------------------------- exchange
-    def send(self, data: bytes, sink: Any, head: bool, limit: int, stream: bool) -> None:
-        """Write one request (head and body together) and wait for its answer."""
+    def send(
+        self, data: bytes, sink: Any, head: bool, limit: int, stream: bool, raw: bool = True
+    ) -> None:
+        """Write one request (head and body together) and wait for its answer. ``raw``:
+        the sink needs the raw header pairs; else a fast-path answer may come already in
+        the released shape (a dict)."""
         self.sink = sink
+        self._raw = raw
         self.requests += 1
         self._head = head
         self._stream = stream
@@ -410,38 +419,6 @@ class UpstreamConnection:
             self._informational = True  # 100 Continue, 103 Early Hints: wait for the answer
             return
         self._informational = False
-        # Asked here: once the message is complete llhttp has reset its flags.
-        self._on_head(status, parser.should_keep_alive())
-        if self._head and self.sink is not None:
-            self._done = True
-            raise _HeadDone
-
-    @cython.cfunc
-    def _simple(self, answer: tuple) -> None:
-        """A whole answer read by http1.read_simple: the callbacks llhttp would make."""
-        status: int
-        status, self._headers, body, keep = answer
-        try:
-            self._on_head(status, keep)
-            if body:
-                self.on_body(body)
-        except UpstreamFailure as failure:
-            self._fail(failure)
-            return
-        except Exception as exc:  # as llhttp reports a callback's failure
-            self._fail_protocol(f"sent an answer the runtime could not process ({exc})")
-            return
-        self._done = True
-        self._complete()
-
-    @cython.cfunc
-    def _on_head(self, status: int, keep_alive: cython.bint) -> None:
-        """The answer's head is in ``self._headers``: frame its body, tell the sink."""
-        self._headers_done = True
-        self._keep_alive = keep_alive
-        sink = self.sink
-        if sink is None:
-            return
         length = -1
         chunked = False
         encoding = b""
@@ -458,6 +435,44 @@ class UpstreamConnection:
                     chunked = b"chunked" in value.lower()
             elif n == 16 and name.lower() == b"content-encoding":
                 encoding = value.strip().lower()
+        # Asked here: once the message is complete llhttp has reset its flags.
+        self._on_head(status, parser.should_keep_alive(), self._headers, length, chunked,
+                      encoding)  # fmt: skip
+        if self._head and self.sink is not None:
+            self._done = True
+            raise _HeadDone
+
+    @cython.cfunc
+    def _simple(self, answer: tuple) -> None:
+        """A whole answer read by http1.read_simple: the callbacks llhttp would make."""
+        status: int
+        length: cython.longlong
+        status, headers, body, keep, length, encoding = answer
+        try:
+            self._on_head(status, keep, headers, length, False, encoding)
+            if body:
+                self.on_body(body)
+        except UpstreamFailure as failure:
+            self._fail(failure)
+            return
+        except Exception as exc:  # as llhttp reports a callback's failure
+            self._fail_protocol(f"sent an answer the runtime could not process ({exc})")
+            return
+        self._done = True
+        self._complete()
+
+    @cython.cfunc
+    def _on_head(
+        self, status: int, keep_alive: cython.bint, headers: Any, length: cython.longlong,
+        chunked: cython.bint, encoding: bytes,
+    ) -> None:  # fmt: skip
+        """Frame the answer's body, tell the sink. ``headers``: raw (name, value) pairs,
+        or from the fast path the released shape already (when the sink asked for it)."""
+        self._headers_done = True
+        self._keep_alive = keep_alive
+        sink = self.sink
+        if sink is None:
+            return
         if not (self._head or status == 204 or status == 304):
             if length > self._limit:
                 raise UpstreamFailure(_PERMANENT, sink.too_big(length, False), False, False)
@@ -465,7 +480,7 @@ class UpstreamConnection:
                 self._until_eof = True
             if encoding in _DECODED:
                 self._decoder = _Decoder(encoding)
-        sink.on_head(status, self._headers, self._decoder is not None)
+        sink.on_head(status, headers, self._decoder is not None)
 
     def on_body(self, data: bytes) -> None:
         if self._informational or self._done:
