@@ -23,7 +23,7 @@ in the pure twin and only the compiled twin takes the fast path; the loop itself
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 try:
     import cython

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from vastar_fast._log import logger
 from vastar_fast.errors import ProtocolError
