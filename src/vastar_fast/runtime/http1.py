@@ -1,8 +1,9 @@
 """The upstream's commonest answer read in one pass: a whole HTTP/1.1 response in one
 read, framed by Content-Length (an API's JSON answer, most of the runtime's traffic).
 
-:func:`parse_simple` either returns that answer (status, raw headers, body,
-keep-alive) or ``None``, and ``None`` means "ask llhttp": anything it does not
+:func:`parse_simple` either returns that answer (status, headers, body, keep-alive,
+its framing; the headers raw or already in the released shape) or ``None``, and
+``None`` means "ask llhttp": anything it does not
 recognise as plainly valid (another HTTP version, 1xx/204/304 and statuses outside
 200-599, chunked or EOF-delimited bodies, a body still arriving or followed by more
 bytes, a repeated or malformed Content-Length, a byte llhttp might read differently:
