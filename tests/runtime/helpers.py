@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
@@ -230,3 +231,19 @@ def credits(events: List[Event]) -> List[CreditsUpdated]:
 
 
 __all__ = ["SRC", "Daemon", "Raw", "child_env", "codec", "credits", "payload", "stream_events"]
+
+
+def runtime_twin(twin: str, name: str) -> ModuleType:
+    """Module ``name`` of the runtime's request path as the pure twin
+    (``vastar_fast.runtime.NAME``) or the compiled one (``..._compiled.NAME``); skips
+    the test when the compiled twins are not built."""
+    import importlib
+
+    import pytest
+
+    if twin == "pure":
+        return importlib.import_module(f"vastar_fast.runtime.{name}")
+    try:
+        return importlib.import_module(f"vastar_fast.runtime._compiled.{name}")
+    except ImportError:
+        pytest.skip("compiled runtime twins not built (python setup.py build_ext --inplace)")

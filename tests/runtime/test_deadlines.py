@@ -4,23 +4,17 @@ requests in flight (pipeline.InFlight), both twins."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 from types import ModuleType
 from typing import Any, List
 
 import pytest
 
-from vastar_fast.runtime import pipeline as pure_pipeline
+from .helpers import runtime_twin
 
 
 @pytest.fixture(params=["pure", "compiled"])
 def mod(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "pure":
-        return pure_pipeline
-    try:
-        return importlib.import_module("vastar_fast.runtime._compiled.pipeline")
-    except ImportError:
-        pytest.skip("compiled runtime twins not built")
+    return runtime_twin(request.param, "pipeline")
 
 
 class FakeExchange:

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from vastar_fast.runtime import http1 as pure_http1
 from vastar_fast.runtime.shaping import response_headers
 
+from .helpers import runtime_twin
+
 NGINX = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 15:00:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 13\r\n"
@@ -26,12 +28,7 @@ NGINX = (
 
 @pytest.fixture(params=["pure", "compiled"])
 def mod(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "pure":
-        return pure_http1
-    try:
-        return importlib.import_module("vastar_fast.runtime._compiled.http1")
-    except ImportError:
-        pytest.skip("compiled runtime twins not built")
+    return runtime_twin(request.param, "http1")
 
 
 class Llhttp:

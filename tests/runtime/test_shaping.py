@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
 import pytest
 
-from vastar_fast.runtime import shaping as pure_shaping
+from .helpers import runtime_twin
 
 
 @pytest.fixture(params=["pure", "compiled"])
 def mod(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "pure":
-        return pure_shaping
-    try:
-        return importlib.import_module("vastar_fast.runtime._compiled.shaping")
-    except ImportError:
-        pytest.skip("compiled runtime twins not built")
+    return runtime_twin(request.param, "shaping")
 
 
 def test_names_lowered_repeats_joined_at_their_first_place(mod: ModuleType) -> None:
