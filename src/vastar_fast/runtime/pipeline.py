@@ -40,6 +40,7 @@ from .shaping import (
     METHODS,
     Fail,
     build_request,
+    drop_decoded,
     is_sse,
     redirect_target,
     response_headers,
@@ -418,8 +419,7 @@ class Exchange:
         if type(headers) is dict:  # the upstream's fast path shaped them already
             shaped = headers
             if decoded:
-                shaped.pop("content-encoding", None)
-                shaped.pop("content-length", None)
+                drop_decoded(shaped)
         else:
             shaped = response_headers(headers, decoded)
         self._headers = shaped

@@ -32,6 +32,7 @@ __all__ = [
     "Fail",
     "Target",
     "build_request",
+    "drop_decoded",
     "forbidden_address",
     "is_sse",
     "parse_target",
@@ -262,9 +263,16 @@ def response_headers(raw: List[Tuple[bytes, bytes]], decoded: bool) -> Dict[str,
         if len(out) == size:  # a repeat (checked by size: short strings are shared objects)
             out[name] = prev + ", " + value
     if decoded:
-        out.pop("content-encoding", None)
-        out.pop("content-length", None)
+        drop_decoded(out)
     return out
+
+
+@cython.ccall
+def drop_decoded(headers: dict) -> None:
+    """Shaped headers of a body decompressed here: its Content-Encoding and
+    Content-Length no longer apply."""
+    headers.pop("content-encoding", None)
+    headers.pop("content-length", None)
 
 
 @cython.ccall

@@ -335,15 +335,15 @@ class UpstreamConnection:
             # Bytes nobody asked for (an idle keep-alive connection): do not reuse it.
             self.abort()
             return
-        if not self._got_bytes and not self._head:
+        first: cython.bint = not self._got_bytes
+        self._got_bytes = True
+        if first and not self._head:
             # The first bytes of the answer: when they are all of it, plainly framed
             # (http1.py), one pass reads them and llhttp is not asked.
-            self._got_bytes = True
             simple = parse_simple(data, not self._raw)
             if simple is not None:
                 self._simple(simple)
                 return
-        self._got_bytes = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
