@@ -70,7 +70,7 @@ from vastar_fast.types import ErrorClass
 
 from .config import QuotaSettings, RuntimeSettings
 from .metrics import Metrics
-from .redisclient import BackendError, RedisBackend
+from .redisclient import BackendError, RedisBackend, cancel_and_wait
 
 __all__ = [
     "QuotaService",
@@ -1046,13 +1046,7 @@ class QuotaService:
 
     async def close(self) -> None:
         self.closing = True
-        task = self._beat_task
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._beat_task)
         settles = []
         for bucket in self._buckets.values():
             self._drop_lease(bucket, True)

@@ -32,12 +32,23 @@ from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["BackendError", "RedisBackend", "RespParser", "Script", "parse_url"]
+__all__ = ["BackendError", "RedisBackend", "RespParser", "Script", "cancel_and_wait", "parse_url"]
 
 log = logging.getLogger("vastar_fast.runtime.quotas")
 
 Done = Callable[[Any, Optional[BaseException]], None]
 """``done(result, error)``: exactly one of them is None (a script may return None)."""
+
+
+async def cancel_and_wait(task: Optional[asyncio.Task[Any]]) -> None:
+    """Cancel ``task`` (if any) and wait for it to end, whatever it ends with."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
 
 
 class BackendError(Exception):
@@ -438,13 +449,7 @@ class RedisBackend:
             while (self._inflight or self._waiting) and self.loop.time() < end:
                 await asyncio.sleep(0.005)
         self.closed = True
-        task = self._connecting
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._connecting)
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
