@@ -6,9 +6,15 @@ Names, fields and defaults match the released ``vastar_connector_sdk.types`` so 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Dict, Optional, Union
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the real dataclass and typing for type checkers; no import at run time
+    from dataclasses import dataclass as record
+    from dataclasses import field
+    from typing import Dict, Optional, Union
+else:
+    from ._records import field, record
 
 __all__ = [
     "DEFAULT_SOCKET_PATH",
@@ -65,7 +71,7 @@ class ErrorClass(IntEnum):
     INVALID_REQUEST = 5
 
 
-@dataclass
+@record
 class RuntimeConfig:
     """Where the runtime listens and the defaults applied to every request."""
 
@@ -78,7 +84,7 @@ class RuntimeConfig:
     tcp_port: int = DEFAULT_TCP_PORT
 
 
-@dataclass
+@record
 class HTTPRequest:
     """One HTTP request for the runtime's ``http`` connector.
 
@@ -96,7 +102,7 @@ class HTTPRequest:
     trace_id: Optional[str] = None
 
 
-@dataclass
+@record
 class HTTPResponse:
     """The upstream's answer as the runtime relayed it."""
 

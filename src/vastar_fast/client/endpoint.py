@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Optional
 
 from ..errors import ConnectorException
 from ..types import ErrorClass, RuntimeConfig
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from dataclasses import dataclass as record
+    from typing import Mapping, Optional
+else:
+    from .._records import record
 
 __all__ = ["Endpoint", "connect_error", "open_socket", "resolve_endpoint"]
 
 _TRUE = ("1", "true", "yes", "on")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Endpoint:
     """A Unix socket path, or a TCP host and port."""
 

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Deque, Dict, Optional
 
 from ..protocol.events import (
-    Event,
     HealthReceived,
     ResponseReceived,
     StreamDataReceived,
     StreamStarted,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from dataclasses import dataclass as record
+    from typing import Deque, Dict, Optional
+
     from ..protocol.client_core import ClientConnection, Waiter
+    from ..protocol.events import Event
+else:
+    from .._records import record
 
 __all__ = ["HealthStatus", "StreamState", "health_from_event"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HealthStatus:
     """What a runtime said about itself. ``supported`` is False for a runtime that has
     no HealthCheck handling (the released one): it is alive, but says nothing more."""

@@ -7,10 +7,14 @@ dispatch on their type.
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, NamedTuple, Optional, Union
-
 from .frames import ExecuteRequestFrame
 from .frames import ExecuteResponseFrame as ResponseReceived
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing.NamedTuple for type checkers; no typing import at run time
+    from typing import Dict, FrozenSet, NamedTuple, Optional, Union
+else:
+    from .._records import NamedTuple
 
 __all__ = [
     "CancelReceived",
@@ -84,7 +88,21 @@ class InvalidMessage(NamedTuple):
     fatal: bool
 
 
-Event = Union[
+if TYPE_CHECKING:
+    Event = Union[
+        ResponseReceived,
+        StreamStarted,
+        StreamDataReceived,
+        HealthReceived,
+        CreditsUpdated,
+        RequestReceived,
+        HealthCheckReceived,
+        CancelReceived,
+        InvalidMessage,
+    ]
+
+
+_EVENT_TYPES = (
     ResponseReceived,
     StreamStarted,
     StreamDataReceived,
@@ -94,4 +112,15 @@ Event = Union[
     HealthCheckReceived,
     CancelReceived,
     InvalidMessage,
-]
+)
+
+
+def __getattr__(name: str) -> object:
+    """``Event``, the ``typing.Union`` of the events, made on first use: importing
+    typing for it at import would cost more than this whole module."""
+    if name == "Event":
+        from typing import Union
+
+        globals()["Event"] = Union[_EVENT_TYPES]
+        return globals()["Event"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

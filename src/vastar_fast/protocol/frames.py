@@ -7,7 +7,11 @@ needs the types) is importable without the other. Field order is the schema's
 
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing.NamedTuple for type checkers; no typing import at run time
+    from typing import Dict, List, NamedTuple, Optional, Tuple
+else:
+    from .._records import NamedTuple
 
 __all__ = [
     "EXT_HEADER",
