@@ -5,7 +5,7 @@ signatures, defaults and behaviour are the released SDK's. Hot paths run in comp
 Cython twins when they are built; :data:`ACCELERATED` says whether they all are.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
 from .client import HealthStatus, HTTPStream, RuntimeClient
 from .errors import ConnectorException, FrameTooLargeError, ProtocolError
@@ -27,7 +27,10 @@ from .types import (
     RuntimeConfig,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .client.aio import AsyncHTTPStream, AsyncRuntimeClient
 
 __version__ = "0.1.0"

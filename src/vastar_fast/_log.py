@@ -25,7 +25,10 @@ so before any record of ours can be emitted, as when ``import vastar_fast`` adde
 from __future__ import annotations
 
 from _thread import allocate_lock
-from typing import Any, Dict
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict
 
 __all__ = ["LazyLogger", "lazy_logger", "logger"]
 

@@ -7,9 +7,11 @@ a valid frame; the client turns it into a ``ConnectorException``.
 
 from __future__ import annotations
 
-from typing import Union
-
 from .types import ErrorClass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Union
 
 __all__ = ["ConnectorException", "FrameTooLargeError", "ProtocolError", "error_class_name"]
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional, TypeVar
 
 from ._log import lazy_logger
 from .errors import ConnectorException
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, TypeVar
+
+    T = TypeVar("T")
+
 __all__ = ["retry_with_backoff"]
 
 log = lazy_logger("vastar_fast.retry")
-
-T = TypeVar("T")
 
 DEFAULT_RETRYABLE_ERRORS = ("TRANSIENT", "RATE_LIMITED", "TIMEOUT")
 

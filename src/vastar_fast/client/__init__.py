@@ -4,12 +4,15 @@ The asyncio client (and asyncio itself) is imported on first use of its names, s
 programs that only use the blocking client never pay for asyncio.
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
 from .results import HealthStatus
 from .sync import HTTPStream, RuntimeClient
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .aio import AsyncHTTPStream, AsyncRuntimeClient
 
 __all__ = ["AsyncHTTPStream", "AsyncRuntimeClient", "HTTPStream", "HealthStatus", "RuntimeClient"]

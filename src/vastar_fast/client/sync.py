@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import weakref
 from _thread import allocate_lock  # what threading.Lock is: threading itself is not needed
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Type
 
 from .._log import lazy_logger
 from ..protocol import client_core
@@ -21,8 +20,10 @@ from ..types import HTTPRequest, HTTPResponse, RuntimeConfig
 from .endpoint import Endpoint, open_socket, resolve_endpoint
 from .results import HealthStatus, StreamState, health_from_event
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from typing import Callable, Iterator, Optional, Type
 
     from ..protocol.client_core import BlockingChannel, Waiter
 

@@ -15,9 +15,13 @@ made by opentelemetry's own W3C propagator, only when the context is not empty.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Tuple
-
 from .._log import lazy_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping, Optional, Tuple
+
+    Getter = Callable[[], Mapping[str, Any]]
 
 __all__ = ["TRACEPARENT", "TRACESTATE", "context_getter", "trace_pairs"]
 
@@ -27,8 +31,6 @@ TRACEPARENT = "traceparent"
 """ExecuteRequest.headers key (and HTTP header) of the W3C trace parent."""
 TRACESTATE = "tracestate"
 """ExecuteRequest.headers key (and HTTP header) of the W3C trace state."""
-
-Getter = Callable[[], Mapping[str, Any]]
 
 _loaded = False
 _getter: Optional[Getter] = None

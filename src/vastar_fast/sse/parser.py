@@ -7,9 +7,13 @@ data, a cut stream), they follow the specification.  All work is delegated to
 :mod:`vastar_fast.sse.scanner`, so the compiled twin is used when built.
 """
 
-from typing import Iterator, Optional
+from __future__ import annotations
 
 from . import scanner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterator, Optional
 
 
 class SSEParser:
