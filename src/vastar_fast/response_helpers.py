@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Optional
-
 from .types import HTTPResponse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
 __all__ = ["HTTPResponseHelper"]
+
+# json is imported by the first get_body_as_json, not by ``import vastar_fast``, and kept
+# here so that later calls pay no import statement.
+_json: Any = None
+
+
+def _import_json() -> Any:
+    global _json
+    import json
+
+    _json = json
+    return json
 
 
 class HTTPResponseHelper:
@@ -35,7 +48,7 @@ class HTTPResponseHelper:
 
     @staticmethod
     def get_body_as_json(response: HTTPResponse) -> Any:
-        return json.loads(response.body)
+        return (_json or _import_json()).loads(response.body)
 
     @staticmethod
     def get_header(response: HTTPResponse, name: str) -> Optional[str]:

@@ -20,8 +20,6 @@ scanner defers to ``json.loads`` so results stay identical to the pure twin.
 See ``_scanner_py`` for the semantics.
 """
 
-import json
-
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport (
@@ -80,7 +78,9 @@ cdef enum:
     # fit and they outnumber the ones that did (both twins use 32)
     _TEMPLATE_GIVE_UP = 32
 
-cdef object _loads = json.loads
+# json.loads, imported by the first event the C scanner defers (not by ``import
+# vastar_fast``) and kept here: later deferrals pay a None check, no import.
+cdef object _loads = None
 cdef str _DONE = "[DONE]"
 
 
@@ -103,10 +103,19 @@ cdef object _content_of(object obj):
     return None
 
 
+cdef object _import_loads():
+    global _loads
+    import json
+
+    _loads = json.loads
+    return _loads
+
+
 cdef object _json_content(str text):
     """``json.loads`` + the released lookup: the reference the scanner defers to."""
+    cdef object loads = _loads if _loads is not None else _import_loads()
     try:
-        obj = _loads(text)
+        obj = loads(text)
     except Exception:
         return None
     return _content_of(obj)
