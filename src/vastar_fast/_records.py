@@ -19,7 +19,12 @@ and the one class body stays the only definition of the fields.
 would (``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__`` and
 ``__delattr__`` when frozen, ``__match_args__`` on 3.10+, ``__replace__`` on 3.13+), with
 the same code text as the running Python's ``dataclasses`` module, so signatures,
-reprs, equality and hashing are the same. ``__dataclass_fields__`` and
+reprs, equality and hashing are the same. Compiling that text is most of what making a
+dataclass costs (about 0.3 ms a class), so it is done when the class is first used: until
+then each of those methods is a stand-in in the class ``__dict__`` whose first lookup
+(``cls(...)``, ``repr``, ``==``, ``hash``, ``inspect.signature``...) compiles and
+installs them all; ``__hash__ = None`` (not frozen) and ``__match_args__`` are set at
+once. ``__dataclass_fields__`` and
 ``__dataclass_params__`` are lazy class attributes: the first access (``is_dataclass``,
 ``fields``, ``replace``, ``asdict``, ``astuple`` all start with one) imports
 ``dataclasses``, applies the real decorator to a copy of the class body and installs its
@@ -101,18 +106,37 @@ def _recursive_repr(fn):
 
 
 class _Spec:
-    """What the lazy attributes need to build the real dataclass later."""
+    """What the lazy attributes need to build the methods and the real dataclass later."""
 
-    __slots__ = ("annotations", "cls", "fields", "frozen")
+    __slots__ = ("annotations", "cls", "fields", "frozen", "made")
 
-    def __init__(self, cls, annotations, fields, frozen):
+    def __init__(self, cls, annotations, fields, frozen, made):
         self.cls = cls
         self.annotations = annotations
         self.fields = fields  # [(name, type, default, default_factory)]
         self.frozen = frozen
+        self.made = made  # the methods compiled on first use
 
 
 _materialize_lock = allocate_lock()
+_methods_lock = allocate_lock()
+
+
+class _LazyMethod:
+    """A record's method until the class is first used (an instance made, compared,
+    printed; the method looked up): then all its methods are compiled and installed,
+    and this stand-in is gone from the class."""
+
+    __slots__ = ("name", "spec")
+
+    def __init__(self, spec, name):
+        self.spec = spec
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        _build_methods(self.spec)
+        return self.spec.cls.__dict__[self.name].__get__(obj, owner)
+
 
 _OWN_METHODS = ("__init__", "__repr__", "__eq__", "__setattr__", "__delattr__", "__replace__")
 
@@ -215,6 +239,37 @@ def _process(cls, frozen):
             raise TypeError(f"non-default argument {name!r} follows default argument")
         fields.append((name, type_, default, factory))
 
+    names = tuple(f[0] for f in fields)
+    made = ["__init__", "__repr__", "__eq__"]
+    if frozen:
+        made += ["__setattr__", "__delattr__", "__hash__"]
+    if sys.version_info >= (3, 13):
+        made.append("__replace__")
+    spec = _Spec(cls, annotations, fields, frozen, tuple(made))
+    # the methods are compiled when the class is first used (compiling them is most of
+    # what making a record costs): until then each is a _LazyMethod
+    for name in made:
+        setattr(cls, name, _LazyMethod(spec, name))
+    if not frozen:
+        cls.__hash__ = None  # eq without frozen: unhashable, as dataclasses makes it
+    if sys.version_info >= (3, 10):
+        setattr(cls, "__match_args__", names)  # noqa: B010 (mypy: a read-only name)
+    cls.__dataclass_params__ = _LazyDataclassAttribute(spec, "__dataclass_params__")
+    cls.__dataclass_fields__ = _LazyDataclassAttribute(spec, "__dataclass_fields__")
+    return cls
+
+
+def _build_methods(spec):
+    """Compile the record's methods (the text of this Python's dataclasses) and put them
+    on the class in place of the _LazyMethod stand-ins."""
+    with _methods_lock:
+        if not isinstance(spec.cls.__dict__.get("__init__"), _LazyMethod):
+            return  # another thread did it
+        _compile_methods(spec)
+
+
+def _compile_methods(spec):
+    cls, fields, frozen, made = spec.cls, spec.fields, spec.frozen, spec.made
     names = [f[0] for f in fields]
     locals_ = {
         "__dataclass_HAS_DEFAULT_FACTORY__": _HAS_DEFAULT_FACTORY,
@@ -256,7 +311,6 @@ def _process(cls, frozen):
         compare = f"{_tuple_str('self', names)}=={_tuple_str('other', names)}"
     src += ["  if other.__class__ is self.__class__:", f"   return {compare}"]
     src += ["  return NotImplemented"]
-    made = ["__init__", "__repr__", "__eq__"]
     if frozen:
         if sys.version_info >= (3, 13):
             condition = "type(self) is cls"
@@ -274,16 +328,13 @@ def _process(cls, frozen):
                 f'   raise __dataclass_frozen_error__()(f"cannot {verb} field {{name!r}}")',
                 f"  super(cls, self).{call}",
             ]
-            made.append(method)
         src += [" def __hash__(self):", f"  return hash({_tuple_str('self', names)})"]
-        made.append("__hash__")
     if sys.version_info >= (3, 13):
         src += [
             " def __replace__(self, /, **changes):",
             "  from dataclasses import replace",
             "  return replace(self, **changes)",
         ]
-        made.append("__replace__")
     text = "\n".join(src)
     text = f"def __create_fn__({', '.join(locals_)}):\n{text}\n return {', '.join(made)},"
     module = sys.modules.get(cls.__module__)
@@ -296,15 +347,7 @@ def _process(cls, frozen):
             fn.__qualname__ = f"{cls.__qualname__}.{fn.__name__}"
         if name == "__repr__":
             fn = _recursive_repr(fn)
-        setattr(cls, name, fn)
-    if not frozen:
-        cls.__hash__ = None  # eq without frozen: unhashable, as dataclasses makes it
-    if sys.version_info >= (3, 10):
-        setattr(cls, "__match_args__", tuple(names))  # noqa: B010 (mypy: a read-only name)
-    spec = _Spec(cls, annotations, fields, frozen)
-    cls.__dataclass_params__ = _LazyDataclassAttribute(spec, "__dataclass_params__")
-    cls.__dataclass_fields__ = _LazyDataclassAttribute(spec, "__dataclass_fields__")
-    return cls
+        type.__setattr__(cls, name, fn)
 
 
 def _tuple_str_repr(names):
