@@ -10,8 +10,8 @@ closes sockets and shapes the public API.
 
 from __future__ import annotations
 
-import weakref
 from _thread import allocate_lock  # what threading.Lock is: threading itself is not needed
+from _weakref import ref as weak_ref  # what weakref.ref is: weakref itself is not needed
 
 from .._log import lazy_logger
 from ..protocol import client_core
@@ -148,7 +148,7 @@ class RuntimeClient:
 def _reconnector(client: RuntimeClient) -> Callable[[], BlockingChannel]:
     """channel.reconnect: the client's current channel, held through a weak reference so
     that client and channel form no cycle (a dropped client closes its socket at once)."""
-    ref = weakref.ref(client)
+    ref = weak_ref(client)
 
     def reconnect() -> BlockingChannel:
         owner = ref()
