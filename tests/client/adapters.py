@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Iterator, List, Optional, Union
+from typing import Any, Awaitable, Callable, ClassVar, Iterator, List, Optional, Tuple, Union
 
 from vastar_fast import (
     AsyncRuntimeClient,
@@ -253,35 +253,39 @@ class _AsyncStream(StreamHandle):
 
 
 class SyncSocketMethodsAdapter(SyncAdapter):
-    """RuntimeClient whose compiled channel calls the socket object's methods instead of
-    recv/send on the descriptor: the path the compiled twin takes on Windows (and the
-    only one the pure twin has, where this equals SyncAdapter)."""
+    """RuntimeClient whose channel calls the socket object's methods on a non-blocking
+    socket (protocol/_sockio.py) instead of recv/send on the descriptor bounded by
+    SO_RCVTIMEO/SO_SNDTIMEO: the path both twins take on Windows."""
 
     kind = "sync-socket-methods"
     _alive = 0
-    _before: Optional[bool] = None
+    _before: ClassVar[List[Tuple[Callable[[Optional[bool]], bool], bool]]] = []
 
     def __init__(self, config: RuntimeConfig) -> None:
+        from vastar_fast.protocol import _client_py
+
+        switches: List[Callable[[Optional[bool]], bool]] = [_client_py._client_io]
         try:
             from vastar_fast.protocol._codec_c import _client_io
-        except ImportError:  # compiled twin not built: the pure twin's path anyway
-            _client_io = None
-        self._io = _client_io
-        if _client_io is not None:
-            if SyncSocketMethodsAdapter._alive == 0:
-                SyncSocketMethodsAdapter._before = _client_io()
-            SyncSocketMethodsAdapter._alive += 1
-            _client_io(False)
+        except ImportError:  # compiled twin not built
+            pass
+        else:
+            switches.append(_client_io)
+        if SyncSocketMethodsAdapter._alive == 0:
+            SyncSocketMethodsAdapter._before = [(s, s(None)) for s in switches]
+        SyncSocketMethodsAdapter._alive += 1
+        for switch in switches:
+            switch(False)
         super().__init__(config)
 
     def shutdown(self) -> None:
         try:
             super().shutdown()
         finally:
-            if self._io is not None:
-                SyncSocketMethodsAdapter._alive -= 1
-                if SyncSocketMethodsAdapter._alive == 0:  # the last one restores the path
-                    self._io(SyncSocketMethodsAdapter._before)
+            SyncSocketMethodsAdapter._alive -= 1
+            if SyncSocketMethodsAdapter._alive == 0:  # the last one restores the paths
+                for switch, before in SyncSocketMethodsAdapter._before:
+                    switch(before)
 
 
 ADAPTERS = {

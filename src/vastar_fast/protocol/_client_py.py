@@ -45,6 +45,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from .._log import lazy_logger
 from ..errors import ConnectorException, FrameTooLargeError, ProtocolError
 from ..types import MAX_PAYLOAD_SIZE, ErrorClass, HTTPRequest, HTTPResponse, RuntimeConfig
+from . import _sockio
 from . import client_policy as policy
 from ._codec_py import (
     FrameBuffer,
@@ -83,6 +84,19 @@ beyond this many the oldest are forgotten (a runtime that never answers them).""
 _TIMEVAL = (
     None if sys.platform == "win32" or not hasattr(socket, "SO_RCVTIMEO") else struct.Struct("@ll")
 )
+_use_timeval = _TIMEVAL is not None
+
+
+def _client_io(posix: Optional[bool] = None) -> bool:
+    """Private, for tests: bound socket calls with SO_RCVTIMEO/SO_SNDTIMEO (True, the
+    POSIX default) or keep the socket non-blocking and wait in ``_sockio`` (False, the
+    path Windows takes) in channels made from now on; as ``_codec_c._client_io``.
+    Returns which is used."""
+    global _use_timeval
+    if posix is not None:
+        _use_timeval = bool(posix) and _TIMEVAL is not None
+    return _use_timeval
+
 
 _trace_get: Any = None
 """opentelemetry's current-context getter (tracecontext.py): None until the first
@@ -535,7 +549,13 @@ class BlockingChannel:
         self._sndtimeo: Optional[float] = None
         self.reconnect: Optional[Callable[[], BlockingChannel]] = None
         """Called by :meth:`execute` on a closed channel: the channel to use instead."""
-        sock.settimeout(None)  # blocking; SO_RCVTIMEO/SO_SNDTIMEO bound each call
+        # SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket bound each call; without them (Windows)
+        # the socket stays non-blocking and _sockio waits: never one shared timeout
+        self._sockio = None if _use_timeval else _sockio
+        if _use_timeval:
+            sock.settimeout(None)
+        else:
+            sock.setblocking(False)
 
     @property
     def closed(self) -> bool:
@@ -603,10 +623,13 @@ class BlockingChannel:
                 self.conn.give_up(waiter)
                 raise policy.for_request(self.conn._closed_error(), waiter.request_id)
             try:
-                current = self._sndtimeo
-                if current is None or not 0.9 * current <= remaining <= current:
-                    self._set_timeout(sock, socket.SO_SNDTIMEO, remaining)
-                sock.sendall(frame)
+                if self._sockio is not None:
+                    self._sockio.send_within(sock, frame, remaining)
+                else:
+                    current = self._sndtimeo
+                    if current is None or not 0.9 * current <= remaining <= current:
+                        self._set_timeout(sock, socket.SO_SNDTIMEO, remaining)
+                    sock.sendall(frame)
             except (BlockingIOError, socket.timeout) as exc:  # the send timeout expired mid-frame
                 self._fail(policy.connection_lost(exc, sending=True))
                 raise policy.send_stalled(self.conn.where, waiter.request_id) from None
@@ -641,7 +664,10 @@ class BlockingChannel:
                 continue
             try:
                 for frame in pending:
-                    sock.sendall(frame)
+                    if self._sockio is not None:
+                        self._sockio.send_within(sock, frame, self._sndtimeo or 1.0)
+                    else:
+                        sock.sendall(frame)
             except OSError as exc:
                 self._fail(policy.connection_lost(exc, sending=True))
             finally:
@@ -717,10 +743,16 @@ class BlockingChannel:
         if sock is None:
             return
         try:
-            current = self._rcvtimeo
-            if current is None or not 0.9 * current <= timeout <= current:
-                self._set_timeout(sock, socket.SO_RCVTIMEO, timeout)
-            n = sock.recv_into(conn.get_buffer())
+            if self._sockio is not None:
+                got = self._sockio.recv_within(sock, conn.get_buffer(), timeout)
+                if got is None:
+                    return  # nothing within the timeout
+                n = got
+            else:
+                current = self._rcvtimeo
+                if current is None or not 0.9 * current <= timeout <= current:
+                    self._set_timeout(sock, socket.SO_RCVTIMEO, timeout)
+                n = sock.recv_into(conn.get_buffer())
         except (BlockingIOError, socket.timeout):  # the receive timeout expired
             return
         except OSError as exc:
@@ -746,11 +778,7 @@ class BlockingChannel:
         before every call); callers re-set it only when the wait shrinks noticeably or
         grows."""
         seconds = max(seconds, 0.001)  # a zero timeval would mean "wait forever"
-        if _TIMEVAL is None:
-            # one timeout for both directions: both remembered values follow it
-            sock.settimeout(seconds)
-            self._rcvtimeo = self._sndtimeo = seconds
-            return
+        assert _TIMEVAL is not None  # else the channel waits in _sockio instead
         whole = int(seconds)
         sock.setsockopt(
             socket.SOL_SOCKET, option, _TIMEVAL.pack(whole, int((seconds - whole) * 1e6))

@@ -2000,6 +2000,18 @@ def _client_io(posix=None):
     return _use_fd
 
 
+cdef object _sockio_mod = None
+
+
+cdef object _sockio_module():
+    """protocol._sockio, imported by the first channel that uses the socket methods."""
+    global _sockio_mod
+    if _sockio_mod is None:
+        from . import _sockio
+        _sockio_mod = _sockio
+    return _sockio_mod
+
+
 cdef double _GRACE_S = _policy.CLIENT_GRACE_MS / 1000.0
 
 # opentelemetry's current-context getter (tracecontext.py): None until the first request
@@ -2624,6 +2636,7 @@ cdef class BlockingChannel:
 
     cdef readonly ClientConnection conn
     cdef object _sock
+    cdef object _sockio  # the _sockio module, for the socket-methods path
     cdef int _fd
     cdef PyThread_type_lock _send_lock
     cdef bint _reading
@@ -2645,8 +2658,13 @@ cdef class BlockingChannel:
         self._sock = sock
         self._sleepers = []
         self._cancels = []
-        sock.settimeout(None)  # blocking; SO_RCVTIMEO/SO_SNDTIMEO bound each call
         self._fd = sock.fileno() if _use_fd else -1
+        if self._fd >= 0:
+            sock.settimeout(None)  # blocking; SO_RCVTIMEO/SO_SNDTIMEO bound each call
+        else:
+            # the socket's methods, which share one timeout: never set one (_sockio)
+            self._sockio = _sockio_module()
+            sock.setblocking(False)
 
     def __dealloc__(self):
         if self._send_lock != NULL:
@@ -2804,14 +2822,14 @@ cdef class BlockingChannel:
         cdef int fd = self._fd
         self._io += 1
         try:
-            if self._sndtimeo == 0.0 or not (0.9 * self._sndtimeo <= remaining <= self._sndtimeo):
-                self._sndtimeo = self._set_timeout(1, remaining)
             if fd < 0:
                 try:
-                    self._sock.sendall(frame)
+                    self._sockio.send_within(self._sock, frame, remaining)
                 except OSError as exc:
                     return exc
                 return None
+            if self._sndtimeo == 0.0 or not (0.9 * self._sndtimeo <= remaining <= self._sndtimeo):
+                self._sndtimeo = self._set_timeout(1, remaining)
             # Usually the socket takes the whole frame at once: try without releasing
             # the GIL (MSG_DONTWAIT); only a full socket buffer waits with it released.
             k = vf_io_send_now(fd, p, total, &err)
@@ -2842,12 +2860,7 @@ cdef class BlockingChannel:
     cdef double _set_timeout(self, int sending, double seconds) except -1.0:
         if seconds < 0.001:
             seconds = 0.001
-        if self._fd >= 0:
-            vf_io_timeout(self._fd, sending, seconds)
-        else:
-            # the socket object has one timeout for both directions: both caches follow
-            self._sock.settimeout(seconds)
-            self._rcvtimeo = self._sndtimeo = seconds
+        vf_io_timeout(self._fd, sending, seconds)  # descriptors only (_sockio otherwise)
         return seconds
 
     # ------------------------------------------------------------ receiving
@@ -2925,9 +2938,9 @@ cdef class BlockingChannel:
             return 0
         self._io += 1
         try:
-            if self._rcvtimeo == 0.0 or not (0.9 * self._rcvtimeo <= timeout <= self._rcvtimeo):
-                self._rcvtimeo = self._set_timeout(0, timeout)
             if fd >= 0:
+                if self._rcvtimeo == 0.0 or not (0.9 * self._rcvtimeo <= timeout <= self._rcvtimeo):
+                    self._rcvtimeo = self._set_timeout(0, timeout)
                 room = _recv_room(fb)
                 dst = fb._blk.data + fb._end
                 with nogil:
@@ -2936,12 +2949,13 @@ cdef class BlockingChannel:
                     fb._end += n
             else:
                 try:
-                    n = self._sock.recv_into(fb.get_buffer())
-                except _TIMED_OUT:
-                    return 0
+                    got = self._sockio.recv_within(self._sock, fb.get_buffer(), timeout)
                 except OSError as exc:
                     self._fail(_policy.connection_lost(exc))
                     return 0
+                if got is None:
+                    return 0  # nothing within the timeout
+                n = got
                 if n > 0:
                     fb.buffer_updated(n)
         finally:
