@@ -17,6 +17,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -449,16 +450,50 @@ def test_lazy_attributes_are_installed_once() -> None:
     )
 
 
-def test_methods_are_made_with_the_class() -> None:
+def test_methods_are_compiled_on_first_use_only() -> None:
     @record
     class Fresh:
-        """Made here."""
+        """Made here, first used below."""
 
         a: int
         b: str = "x"
 
-    assert type(vars(Fresh)["__init__"]).__name__ == "function"
-    assert Fresh.__hash__ is None
+    assert isinstance(vars(Fresh)["__init__"], _records._LazyMethod)
+    assert Fresh.__hash__ is None  # set at once, not a compiled method
     assert getattr(Fresh, "__match_args__", ("a", "b")) == ("a", "b")  # 3.10+
     assert str(inspect.signature(Fresh)) == "(a: 'int', b: 'str' = 'x') -> None"
+    assert not any(isinstance(v, _records._LazyMethod) for v in vars(Fresh).values())
     assert repr(Fresh(1)).endswith("<locals>.Fresh(a=1, b='x')")
+
+
+@pytest.mark.parametrize("use", ["init", "repr", "eq", "hash", "setattr"])
+def test_first_use_from_many_threads_at_once(use: str) -> None:
+    @record(frozen=True)
+    class Shared:
+        """Used first by eight threads at once."""
+
+        a: int
+
+    one = object.__new__(Shared)
+    object.__setattr__(one, "a", 1)  # an instance made without __init__, as _codec_c does
+    actions = {
+        "init": lambda: repr(Shared(1)),
+        "repr": lambda: repr(one),
+        "eq": lambda: one == one,
+        "hash": lambda: hash(one),
+        "setattr": lambda: _outcome(setattr, one, "a", 2),
+    }
+    barrier = threading.Barrier(8)
+    results: List[object] = []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(actions[use]())
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8 and all(r == results[0] for r in results), results
+    assert not any(isinstance(v, _records._LazyMethod) for v in vars(Shared).values())

@@ -19,10 +19,12 @@ and the one class body stays the only definition of the fields.
 would (``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__`` and
 ``__delattr__`` when frozen, ``__match_args__`` on 3.10+, ``__replace__`` on 3.13+), with
 the same code text as the running Python's ``dataclasses`` module, so signatures,
-reprs, equality and hashing are the same; they are compiled when the class is made
-(about 0.3 ms a class, most of what making a dataclass costs), so the class ``__dict__``
-holds what a dataclass's does. ``__dataclass_fields__`` and ``__dataclass_params__`` are
-lazy class attributes:
+reprs, equality and hashing are the same. Compiling that text is most of what making a
+dataclass costs (about 0.3 ms a class), so it is done when the class is first used: until
+then each of those methods is a stand-in in the class ``__dict__`` whose first lookup
+(``cls(...)``, ``repr``, ``==``, ``hash``, ``inspect.signature``...) compiles and
+installs them all; ``__hash__ = None`` (not frozen) and ``__match_args__`` are set at
+once. ``__dataclass_fields__`` and ``__dataclass_params__`` are lazy class attributes:
 the first access (``is_dataclass``, ``fields``, ``replace``, ``asdict``, ``astuple`` all
 start with one) imports ``dataclasses``, applies the real decorator to a copy of the
 class body and installs its ``Field`` objects and parameters on the class, so those
@@ -104,7 +106,7 @@ def _recursive_repr(fn):
 
 
 class _Spec:
-    """What the methods and, later, the lazy attributes need to build the real dataclass."""
+    """What the lazy attributes need to build the methods and the real dataclass later."""
 
     __slots__ = ("annotations", "cls", "fields", "frozen", "made")
 
@@ -113,10 +115,27 @@ class _Spec:
         self.annotations = annotations
         self.fields = fields  # [(name, type, default, default_factory)]
         self.frozen = frozen
-        self.made = made  # the names of the methods compiled for the class
+        self.made = made  # the methods compiled on first use
 
 
 _materialize_lock = allocate_lock()
+_methods_lock = allocate_lock()
+
+
+class _LazyMethod:
+    """A record's method until the class is first used (an instance made, compared,
+    printed; the method looked up): then all its methods are compiled and installed,
+    and this stand-in is gone from the class."""
+
+    __slots__ = ("name", "spec")
+
+    def __init__(self, spec, name):
+        self.spec = spec
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        _build_methods(self.spec)
+        return self.spec.cls.__dict__[self.name].__get__(obj, owner)
 
 
 _OWN_METHODS = ("__init__", "__repr__", "__eq__", "__setattr__", "__delattr__", "__replace__")
@@ -227,7 +246,10 @@ def _process(cls, frozen):
     if sys.version_info >= (3, 13):
         made.append("__replace__")
     spec = _Spec(cls, annotations, fields, frozen, tuple(made))
-    _compile_methods(spec)
+    # the methods are compiled when the class is first used (compiling them is most of
+    # what making a record costs): until then each is a _LazyMethod
+    for name in made:
+        setattr(cls, name, _LazyMethod(spec, name))
     if not frozen:
         cls.__hash__ = None  # eq without frozen: unhashable, as dataclasses makes it
     if sys.version_info >= (3, 10):
@@ -235,6 +257,15 @@ def _process(cls, frozen):
     cls.__dataclass_params__ = _LazyDataclassAttribute(spec, "__dataclass_params__")
     cls.__dataclass_fields__ = _LazyDataclassAttribute(spec, "__dataclass_fields__")
     return cls
+
+
+def _build_methods(spec):
+    """Compile the record's methods (the text of this Python's dataclasses) and put them
+    on the class in place of the _LazyMethod stand-ins."""
+    with _methods_lock:
+        if not isinstance(spec.cls.__dict__.get("__init__"), _LazyMethod):
+            return  # another thread did it
+        _compile_methods(spec)
 
 
 def _compile_methods(spec):
