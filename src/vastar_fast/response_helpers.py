@@ -10,18 +10,6 @@ if TYPE_CHECKING:
 
 __all__ = ["HTTPResponseHelper"]
 
-# json is imported by the first get_body_as_json, not by ``import vastar_fast``, and kept
-# here so that later calls pay no import statement.
-_json: Any = None
-
-
-def _import_json() -> Any:
-    global _json
-    import json
-
-    _json = json
-    return json
-
 
 class HTTPResponseHelper:
     """Status-range checks and body/header accessors."""
@@ -48,7 +36,9 @@ class HTTPResponseHelper:
 
     @staticmethod
     def get_body_as_json(response: HTTPResponse) -> Any:
-        return (_json or _import_json()).loads(response.body)
+        import json  # here, not at ``import vastar_fast``: most programs never call this
+
+        return json.loads(response.body)
 
     @staticmethod
     def get_header(response: HTTPResponse, name: str) -> Optional[str]:

@@ -252,6 +252,21 @@ class _AsyncStream(StreamHandle):
         self._a.run(self._s.__aexit__(None, None, None))
 
 
+def io_switches() -> List[Callable[[Optional[bool]], bool]]:
+    """Each twin's private ``_client_io``: which path channels made from now on take
+    (True: descriptors with SO_RCVTIMEO/SO_SNDTIMEO; False: the socket methods)."""
+    from vastar_fast.protocol import _client_py
+
+    switches: List[Callable[[Optional[bool]], bool]] = [_client_py._client_io]
+    try:
+        from vastar_fast.protocol._codec_c import _client_io
+    except ImportError:  # compiled twin not built
+        pass
+    else:
+        switches.append(_client_io)
+    return switches
+
+
 class SyncSocketMethodsAdapter(SyncAdapter):
     """RuntimeClient whose channel calls the socket object's methods on a non-blocking
     socket (protocol/_sockio.py) instead of recv/send on the descriptor bounded by
@@ -262,15 +277,7 @@ class SyncSocketMethodsAdapter(SyncAdapter):
     _before: ClassVar[List[Tuple[Callable[[Optional[bool]], bool], bool]]] = []
 
     def __init__(self, config: RuntimeConfig) -> None:
-        from vastar_fast.protocol import _client_py
-
-        switches: List[Callable[[Optional[bool]], bool]] = [_client_py._client_io]
-        try:
-            from vastar_fast.protocol._codec_c import _client_io
-        except ImportError:  # compiled twin not built
-            pass
-        else:
-            switches.append(_client_io)
+        switches = io_switches()
         if SyncSocketMethodsAdapter._alive == 0:
             SyncSocketMethodsAdapter._before = [(s, s(None)) for s in switches]
         SyncSocketMethodsAdapter._alive += 1

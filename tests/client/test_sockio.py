@@ -11,6 +11,7 @@ seen about once in 70 runs of test_behaviour's many-callers test).
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Any, Iterator, List, Optional
 
@@ -18,8 +19,9 @@ import pytest
 
 from vastar_fast import HTTPRequest, RuntimeClient, RuntimeConfig
 from vastar_fast.client.endpoint import resolve_endpoint
-from vastar_fast.protocol import _client_py, _sockio
+from vastar_fast.protocol import _sockio
 
+from .adapters import io_switches
 from .fake_runtime import FakeRuntime, ok, path_of
 
 
@@ -55,8 +57,6 @@ def test_send_within_sends_everything_or_times_out_when_the_peer_stops_reading(
     frame = bytes(range(256)) * 64  # 16 KiB: more than the buffer takes at once
     got = bytearray()
 
-    import threading
-
     def drain() -> None:
         while len(got) < len(frame):
             got.extend(b.recv(65536))
@@ -85,11 +85,7 @@ class RecordingSocket(socket.socket):
 
 @pytest.fixture
 def socket_methods(implementation: Optional[str]) -> Iterator[None]:
-    switches = [_client_py._client_io]
-    if implementation == "compiled":
-        from vastar_fast.protocol._codec_c import _client_io
-
-        switches.append(_client_io)
+    switches = io_switches()
     before = [s(None) for s in switches]
     for s in switches:
         s(False)

@@ -551,10 +551,11 @@ class BlockingChannel:
         """Called by :meth:`execute` on a closed channel: the channel to use instead."""
         # SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket bound each call; without them (Windows)
         # the socket stays non-blocking and _sockio waits: never one shared timeout
-        self._sockio = None if _use_timeval else _sockio
+        self._sockio: Any = None
         if _use_timeval:
             sock.settimeout(None)
         else:
+            self._sockio = _sockio
             sock.setblocking(False)
 
     @property
@@ -664,8 +665,8 @@ class BlockingChannel:
                 continue
             try:
                 for frame in pending:
-                    if self._sockio is not None:
-                        self._sockio.send_within(sock, frame, self._sndtimeo or 1.0)
+                    if self._sockio is not None:  # no send timeout is set: 1 s, as compiled
+                        self._sockio.send_within(sock, frame, 1.0)
                     else:
                         sock.sendall(frame)
             except OSError as exc:

@@ -2000,18 +2000,6 @@ def _client_io(posix=None):
     return _use_fd
 
 
-cdef object _sockio_mod = None
-
-
-cdef object _sockio_module():
-    """protocol._sockio, imported by the first channel that uses the socket methods."""
-    global _sockio_mod
-    if _sockio_mod is None:
-        from . import _sockio
-        _sockio_mod = _sockio
-    return _sockio_mod
-
-
 cdef double _GRACE_S = _policy.CLIENT_GRACE_MS / 1000.0
 
 # opentelemetry's current-context getter (tracecontext.py): None until the first request
@@ -2663,7 +2651,8 @@ cdef class BlockingChannel:
             sock.settimeout(None)  # blocking; SO_RCVTIMEO/SO_SNDTIMEO bound each call
         else:
             # the socket's methods, which share one timeout: never set one (_sockio)
-            self._sockio = _sockio_module()
+            from . import _sockio
+            self._sockio = _sockio
             sock.setblocking(False)
 
     def __dealloc__(self):
