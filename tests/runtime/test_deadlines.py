@@ -4,6 +4,7 @@ requests in flight (pipeline.InFlight), both twins."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import ModuleType
 from typing import Any, List
 
@@ -105,3 +106,87 @@ def test_inflight_counts_and_wakes_the_drain_only_when_stopping(mod: ModuleType)
     counts.started()
     counts.finished("acme", 5, 1.5)
     assert metrics.calls == [("in_flight", 1), ("in_flight", -1), ("observe", "acme", 5, 1.5)]
+
+
+def test_inflight_polls_for_its_window_after_a_request_event(mod: ModuleType) -> None:
+    """poll_after: a request's start keeps a callback queued (so the loop's waits do not
+    sleep) until the window after the last event has passed, then none; stopping ends it."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counts = mod.InFlight()
+        counts.started()
+        assert not counts.polling  # no window: never polls
+        counts.finished("t", 0, 0.0)
+        counts.poll_after(loop, 0.05)
+        assert counts.spin_s == 0.05 and not counts.polling
+        counts.started()
+        assert counts.polling
+        turns = 0
+        t0 = loop.time()
+        while counts.polling and loop.time() - t0 < 5:
+            await asyncio.sleep(0)  # one loop turn; the poller queues itself again
+            turns += 1
+        polled_for = loop.time() - t0
+        assert not counts.polling
+        assert 0.04 <= polled_for < 2.0 and turns > 10
+        counts.finished("t", 0, 0.0)
+        counts.started()
+        assert counts.polling
+        counts.stopping = True
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not counts.polling
+        with pytest.raises(ValueError, match="0 or more seconds"):
+            counts.poll_after(loop, -1.0)
+
+    asyncio.run(main())
+
+
+def test_inflight_stops_polling_after_the_kind_of_event_whose_gaps_are_long(
+    mod: ModuleType,
+) -> None:
+    """Requests that answer at once but come far apart (a paced client): after two ends
+    followed by gaps longer than the window, an end no longer polls; a start still does;
+    one short gap after an end makes ends poll again."""
+
+    async def settle(counts: Any) -> float:
+        t0 = time.perf_counter()
+        while counts.polling and time.perf_counter() - t0 < 5:
+            await asyncio.sleep(0)
+        return time.perf_counter() - t0
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counts = mod.InFlight()
+        counts.poll_after(loop, 0.05)
+        for _ in range(2):  # each end is followed by a gap longer than the window
+            counts.started()
+            counts.finished("t", 0, 0.0)
+            assert counts.polling
+            assert await settle(counts) >= 0.04
+            await asyncio.sleep(0.03)
+        counts.started()  # the second long gap after an end
+        assert counts.polling  # starts have been followed by short gaps: poll
+        counts.finished("t", 0, 0.0)
+        assert await settle(counts) < 0.03  # ends have not: the poller stops at once
+        counts.started()  # at once this time: a short gap after an end
+        counts.finished("t", 0, 0.0)
+        assert counts.polling and await settle(counts) >= 0.04
+
+    asyncio.run(main())
+
+
+def test_inflight_polls_once_however_many_events(mod: ModuleType) -> None:
+    """Many starts and ends inside one window queue one poller, not one each."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        counts = mod.InFlight()
+        counts.poll_after(loop, 0.02)
+        for _ in range(50):
+            counts.started()
+            counts.finished("t", 0, 0.0)
+        return len(loop._ready)  # type: ignore[attr-defined]
+
+    assert asyncio.run(main()) == 1

@@ -18,7 +18,15 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..types import DEFAULT_SOCKET_PATH, DEFAULT_TCP_PORT
-from .config import ConfigError, RuntimeSettings, level_number, load_settings, parse_tcp
+from .config import (
+    DEFAULT_SPIN_US,
+    MAX_SPIN_US,
+    ConfigError,
+    RuntimeSettings,
+    level_number,
+    load_settings,
+    parse_tcp,
+)
 from .embed import loop_factory
 
 __all__ = ["build_parser", "main"]
@@ -70,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
         "extra. Trace context is continued without it too",
     )
     p.add_argument(
+        "--spin-us",
+        type=int,
+        metavar="US",
+        help="microseconds the event loop keeps polling instead of sleeping after a "
+        "request starts or ends, where the gaps after such events have been shorter, so "
+        "a quick upstream answer or the client's next request finds it awake; a polling "
+        "worker uses up to a CPU (0: never; default: spin_us in the config, else "
+        f"$VASTAR_RUNTIME_SPIN_US, else {DEFAULT_SPIN_US} with at least 2 usable CPUs and "
+        "0 on one)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         metavar="N",
@@ -110,6 +129,28 @@ def _worker_count(args: argparse.Namespace) -> int:
     if not 1 <= count <= 256:
         raise ValueError(f"{where} {count} is out of range: use 1 to 256 workers")
     return count
+
+
+def _spin_us(args: argparse.Namespace, settings: RuntimeSettings) -> int:
+    """--spin-us, else spin_us in the config, else $VASTAR_RUNTIME_SPIN_US, else the
+    measured default (workers.default_spin_us)."""
+    if args.spin_us is not None:
+        value, where = args.spin_us, "--spin-us"
+    elif settings.spin_us is not None:
+        return settings.spin_us  # validated with the file
+    elif os.environ.get("VASTAR_RUNTIME_SPIN_US"):
+        text, where = os.environ["VASTAR_RUNTIME_SPIN_US"], "$VASTAR_RUNTIME_SPIN_US"
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{where} {text!r} is not a whole number of microseconds") from None
+    else:
+        from .workers import default_spin_us
+
+        return default_spin_us()
+    if not 0 <= value <= MAX_SPIN_US:
+        raise ValueError(f"{where} {value} is out of range: use 0 to {MAX_SPIN_US} microseconds")
+    return value
 
 
 def _setup_logging(level: str) -> None:
@@ -154,6 +195,7 @@ async def _serve(args: argparse.Namespace, settings: RuntimeSettings) -> int:
             "socket": socket_path,
             "tcp_port": runtime.tcp_port,
             "metrics_port": runtime.metrics.port,
+            "spin_us": settings.spin_us or 0,
         }
         _write_ready_file(args.ready_file, info)
     print(f"vastar runtime ready: {runtime.describe()} pid={os.getpid()}", flush=True)
@@ -185,6 +227,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _setup_logging(settings.log_level)
     try:
         workers = _worker_count(args)
+        settings.spin_us = _spin_us(args, settings)
     except ValueError as exc:
         print(f"vastar runtime: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ Example (every key shown with its default unless noted)::
       tcp: null                                    # e.g. "127.0.0.1:5000"
     log_level: WARNING
     metrics_port: null                             # e.g. 9464 (needs prometheus-client)
+    spin_us: null                                  # poll this long after a request event
     security:
       token: null                                  # e.g. "${VASTAR_RUNTIME_TOKEN}"
     limits:
@@ -74,6 +75,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from ..configloader import ConfigError, Source, build_dataclass, load_yaml
 
 __all__ = [
+    "DEFAULT_SPIN_US",
+    "MAX_SPIN_US",
     "BreakerSettings",
     "ConfigError",
     "HTTPSettings",
@@ -92,6 +95,12 @@ __all__ = [
 ]
 
 DEFAULT_TENANT = "default"
+
+DEFAULT_SPIN_US = 150
+"""The daemon's polling window (``spin_us``) on a machine with at least 2 usable CPUs:
+longer than the gaps between one request's events on loopback (measured,
+docs/decisions.md), short enough that an idle daemon sleeps almost at once."""
+MAX_SPIN_US = 100_000
 
 # The largest body that still fits the released clients' 10 MiB frame cap once wrapped in
 # JSON and FlatBuffers for plain-ASCII text; the frame size is re-checked after encoding.
@@ -280,6 +289,12 @@ class RuntimeSettings:
     listen: ListenSettings = field(default_factory=ListenSettings)
     log_level: str = "WARNING"
     metrics_port: Optional[int] = None
+    spin_us: Optional[int] = None
+    """Microseconds the event loop keeps polling, instead of sleeping, after a request
+    starts or ends, where the gaps after such events have been shorter than that (0:
+    never; at most 100000). null: `vastar runtime` polls for 150 us when it has at least
+    2 usable CPUs and never on one; an embedded `RuntimeServer` never. `--spin-us` wins
+    over it. A polling worker uses up to a CPU (docs/runtime/operations.md)."""
     limits: LimitSettings = field(default_factory=LimitSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     http: HTTPSettings = field(default_factory=HTTPSettings)
@@ -340,6 +355,10 @@ class RuntimeSettings:
             )
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise src.error("metrics_port", f"{self.metrics_port} is not a port number")
+        if self.spin_us is not None and not 0 <= self.spin_us <= MAX_SPIN_US:
+            raise src.error(
+                "spin_us", f"must be 0 to {MAX_SPIN_US} microseconds, got {self.spin_us}"
+            )
         if self.security.token is not None and len(self.security.token) < 16:
             raise src.error("security.token", "is shorter than 16 characters; use a long random "
                             "secret (e.g. `openssl rand -hex 32`)")  # fmt: skip
@@ -473,7 +492,7 @@ def settings_from_mapping(data: Any, source: Optional[Source] = None) -> Runtime
     if not isinstance(data, Mapping):
         raise src.error("", "the config file must hold a mapping of keys at the top level")
     settings = RuntimeSettings()
-    top = {"log_level": str, "metrics_port": Optional[int]}
+    top = {"log_level": str, "metrics_port": Optional[int], "spin_us": Optional[int]}
     for key, value in data.items():
         key = str(key)
         if key in _SECTIONS:
@@ -508,6 +527,7 @@ def settings_from_mapping(data: Any, source: Optional[Source] = None) -> Runtime
 class _Top:
     log_level: str = "WARNING"
     metrics_port: Optional[int] = None
+    spin_us: Optional[int] = None
 
 
 def load_settings(path: Optional[str]) -> RuntimeSettings:

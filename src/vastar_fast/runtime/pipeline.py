@@ -98,22 +98,97 @@ class InFlight:
     path itself: one increment when an exchange starts, one decrement when it ends, with
     no Python frame in between (compiled). Set by the runtime: ``stopping`` once it
     stops, ``on_idle`` (called when the last request ends while stopping), ``metrics``
-    (None unless metrics are exported)."""
+    (None unless metrics are exported).
+
+    It also keeps the loop polling for a short while after a request starts or ends
+    (:meth:`poll_after`, the daemon's ``--spin-us``): while the loop has a callback
+    ready it asks the kernel for events without sleeping, so a quick upstream answer
+    or a client's next request finds the daemon awake instead of paying a sleep and a
+    wake-up. It polls only where that has been paying off: the gap that followed the
+    last starts (the upstream's answer, mostly) and the last ends (the client's next
+    request) is each scored, and after an event of a kind whose gaps have been longer
+    than the window the loop sleeps at once (docs/decisions.md, "Polling briefly
+    instead of sleeping").
+    """
 
     count = cython.declare(cython.longlong, visibility="readonly")
     stopping = cython.declare(cython.bint, visibility="public")
     on_idle = cython.declare(object, visibility="public")
     metrics = cython.declare(object, visibility="public")
+    spin_s = cython.declare(cython.double, visibility="readonly")
+    """Seconds the loop keeps polling after a request event; 0: never."""
+    polling = cython.declare(cython.bint, visibility="readonly")
+    """A polling callback is queued on the loop (it queues itself until the window ends)."""
+    _loop: Any
+    _poll_cb: Any
+    _touched: cython.double
+    _want: cython.bint
+    _last_was_start: cython.bint
+    _after_start: cython.int
+    _after_end: cython.int
 
     def __init__(self) -> None:
         self.count = 0
         self.stopping = False
         self.on_idle = None
         self.metrics = None
+        self.spin_s = 0.0
+        self.polling = False
+        self._loop = None
+        self._poll_cb = self._poll
+        self._touched = -1.0  # no event yet
+        self._want = False
+        self._last_was_start = False
+        # Scores 0-3 of how often the gap after a start / an end was inside the window;
+        # 2 or more: poll after that kind of event. One long gap is forgiven, two are not.
+        self._after_start = 3
+        self._after_end = 3
+
+    def poll_after(self, loop: Any, seconds: float) -> None:
+        """Keep ``loop`` polling for ``seconds`` after a request starts or ends (0:
+        never), where the gaps after such events have been shorter than that."""
+        if not seconds >= 0.0:
+            raise ValueError(f"the polling window must be 0 or more seconds, got {seconds!r}")
+        self._loop = loop
+        self.spin_s = seconds
+
+    @cython.cfunc
+    def _touch(self, start: cython.bint) -> None:
+        now: cython.double = _perf()
+        hit: cython.bint = now - self._touched < self.spin_s
+        if self._touched < 0.0:
+            pass  # the first event: no gap before it to score
+        elif self._last_was_start:  # the gap that followed the previous event, by its kind
+            if hit:
+                if self._after_start < 3:
+                    self._after_start += 1
+            elif self._after_start > 0:
+                self._after_start -= 1
+        elif hit:
+            if self._after_end < 3:
+                self._after_end += 1
+        elif self._after_end > 0:
+            self._after_end -= 1
+        self._touched = now
+        self._last_was_start = start
+        self._want = (self._after_start if start else self._after_end) >= 2
+        if self._want and not self.polling:
+            self.polling = True
+            self._loop.call_soon(self._poll_cb)
+
+    def _poll(self) -> None:
+        """One turn of polling: queued again (so the loop's next wait does not sleep)
+        until the window after the last request event has passed."""
+        if self._want and not self.stopping and _perf() - self._touched < self.spin_s:
+            self._loop.call_soon(self._poll_cb)
+        else:
+            self.polling = False
 
     @cython.ccall
     def started(self) -> None:
         self.count += 1
+        if self.spin_s > 0.0:
+            self._touch(True)
         if self.metrics is not None:
             self.metrics.in_flight(1)
 
@@ -121,6 +196,8 @@ class InFlight:
     def finished(self, tenant_id: str, error_class: int, seconds: float) -> None:
         """One request got its terminal answer (exactly once per request)."""
         self.count -= 1
+        if self.spin_s > 0.0:
+            self._touch(False)
         if self.count == 0 and self.stopping and self.on_idle is not None:
             self.on_idle()
         if self.metrics is not None:

@@ -137,6 +137,8 @@ class Runtime:
         self._abandon = asyncio.Event()
         self.pool = engine.upstream.UpstreamPool(self.loop, self.settings.http)
         self.deadlines = engine.pipeline.Deadlines(self.loop)
+        if self.settings.spin_us:  # None (embedded default) and 0: the loop sleeps at once
+            self.inflight.poll_after(self.loop, self.settings.spin_us / 1e6)
         # The pure codec twin imports flatbuffers with its first frame buffer: pay that
         # now, not in the first client's first request.
         ServerConnection()

@@ -41,10 +41,17 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from vastar_fast._log import logger
 
 from . import engine
-from .config import RuntimeSettings
+from .config import DEFAULT_SPIN_US, RuntimeSettings
 from .listen import SocketInUseError, bind_tcp, bind_unix, check_exposure
 
-__all__ = ["RESPAWN_LIMIT", "RESPAWN_WINDOW_S", "default_workers", "supervise", "usable_cpus"]
+__all__ = [
+    "RESPAWN_LIMIT",
+    "RESPAWN_WINDOW_S",
+    "default_spin_us",
+    "default_workers",
+    "supervise",
+    "usable_cpus",
+]
 
 log = logger("vastar_fast.runtime")  # the real one, with the package's NullHandler
 
@@ -71,6 +78,14 @@ def default_workers() -> int:
     if not hasattr(os, "fork"):
         return 1
     return max(1, usable_cpus() // 2)
+
+
+def default_spin_us() -> int:
+    """The polling window used when neither ``--spin-us``, ``spin_us`` nor
+    ``$VASTAR_RUNTIME_SPIN_US`` sets it: ``DEFAULT_SPIN_US`` with at least 2 usable
+    CPUs (a polling worker then leaves the others to its clients and upstreams, as
+    :func:`default_workers` does), 0 on one (polling would take the only CPU from them)."""
+    return DEFAULT_SPIN_US if usable_cpus() >= 2 else 0
 
 
 def _die_with_parent() -> None:
@@ -421,6 +436,7 @@ def supervise(
             write_ready_file(ready_file, {
                 "pid": os.getpid(), "socket": socket_path, "tcp_port": tcp_port,
                 "metrics_port": metrics_port, "workers": sorted(sup.workers),
+                "spin_us": settings.spin_us or 0,
             })  # fmt: skip
         log.info("runtime listening on %s with %d workers", " ".join(parts), count)
         print(f"vastar runtime ready: {' '.join(parts)} pid={os.getpid()} workers={count}",
