@@ -259,6 +259,28 @@ def test_samples_are_capped_evenly_and_the_total_is_recorded() -> None:
     assert few["samples"] == [1.0, 2.0] and "samples_total" not in few["extra"]
 
 
+def test_paced_section_compares_runtime_cpu_not_rates() -> None:
+    """stack_bench's paced section (a real --quick run against the released runtime,
+    recorded in data/): the client sets the rate, so the comparison is the daemons' CPU
+    per request, ours against the released runtime's; the --spin-us 0 row is ours too
+    but not compared."""
+    data = json.loads((DATA / "stack_quick_paced.json").read_text())
+    results, comps = suites.stack_convert(data, suites.Options(quick=True))
+    paced = [c for c in comps if c["suite"] == "paced"]
+    assert len(paced) == 2 and {c["metric"] for c in paced} == {"runtime CPU per request"}
+    for c in paced:
+        section = data["sections"][f"paced: {c['case']}"]
+        ratio = section["ratio_daemon_cpu"]["vastar runtime"]
+        assert (c["ours"], c["baseline"]) == ("vastar_fast", "released")
+        assert c["speedup"] == pytest.approx(1 / ratio)
+        med = section["median"]
+        assert ratio == pytest.approx(
+            med["vastar runtime"]["daemon_cpu_us"] / med["released runtime"]["daemon_cpu_us"]
+        )  # one run: the median of one ratio is the ratio of the medians
+    assert not [c for c in paced if c["metric"] == "requests/s"]
+    assert report.validate(_doc(results, comps)) == []
+
+
 def test_floor_section_becomes_floor_rows() -> None:
     """stack_bench's floor section (the round trip's two legs with no runtime work)
     becomes three raw rows, and the document stays valid."""

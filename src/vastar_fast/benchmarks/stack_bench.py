@@ -17,12 +17,18 @@ run, alternating the contenders (A B, then B A, ...), each client in its own pro
 ``stream``   ours only (the released runtime buffers event streams): how long after an
              upstream writes its first SSE chunk the client has it, over ``--rounds``
              streams (the upstream writes a chunk, pauses 200 ms, writes another).
+``paced``    the cost of ``vastar runtime``'s polling (``--spin-us``): one client
+             sending a 13 B GET every 1 ms and every 10 ms (sleeping in between), against
+             ours, ours with ``--spin-us 0`` and the released runtime: daemon CPU
+             microseconds per request (which then holds the polling) and latency.
 ``floor``    what any runtime's sequential round trip costs before it does any work of
              its own: a keep-alive 13 B GET from a bare Python socket straight to the
              same nginx, and a 60-byte ping-pong over a Unix socket between two
-             processes (the two hops and four wake-ups every round trip has). Their sum
-             is a floor no runtime goes under; the section puts each daemon's
-             sequential median beside it (from the runtime and stack sections).
+             processes (the two hops and four wake-ups a round trip has when every
+             peer sleeps while it waits). Their sum is a floor for a runtime that
+             sleeps while it waits; one that polls (``vastar runtime``'s ``--spin-us``)
+             saves two of those wake-ups and can go under it. The section puts each
+             daemon's sequential median beside it (from the runtime and stack sections).
 
 The released paths come from ``--released-runtime`` / ``--released-sdk`` or the
 environment variables ``VASTAR_RELEASED_RUNTIME`` / ``VASTAR_RELEASED_SDK`` (the
@@ -299,9 +305,12 @@ def _client_factory(kind: str, socket_path: str) -> Tuple[Callable[[str], Any], 
 
 
 def worker_main(argv: List[str]) -> int:
-    """``--worker KIND SOCKET URL N SECONDS``: warm up, print "ready", wait for a line on
-    stdin, run N requests (or for SECONDS when N is 0), print one JSON result line."""
+    """``--worker KIND SOCKET URL N SECONDS [GAP]``: warm up, print "ready", wait for a
+    line on stdin, run N requests (or for SECONDS when N is 0), sleeping GAP seconds
+    after each (default 0), print one JSON result line."""
     kind, socket_path, url, n, seconds = argv[0], argv[1], argv[2], int(argv[3]), float(argv[4])
+    gap = float(argv[5]) if len(argv) > 5 else 0.0
+    sleep = time.sleep
     out = sys.stdout
     sys.stdout = open(os.devnull, "w")  # the released SDK prints on connect and close
     once, close = _client_factory(kind, socket_path)
@@ -323,6 +332,8 @@ def worker_main(argv: List[str]) -> int:
             t0 = perf()
             once(url)
             lat.append(perf() - t0)
+            if gap:
+                sleep(gap)
         count = n
     else:
         end = t_start + seconds
@@ -489,8 +500,9 @@ class Bench:
         self.released_sdk = args.released_sdk
 
     def run_clients(
-        self, kind: str, rt: RuntimeProcess, url: str, procs: int, n: int, seconds: float
-    ) -> Dict[str, Any]:
+        self, kind: str, rt: RuntimeProcess, url: str, procs: int, n: int, seconds: float,
+        gap: float = 0.0,
+    ) -> Dict[str, Any]:  # fmt: skip
         extra = [self.released_sdk] if kind == "released" and self.released_sdk else []
         children = [
             subprocess.Popen(
@@ -503,6 +515,7 @@ class Bench:
                     url,
                     str(n),
                     str(seconds),
+                    str(gap),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -566,7 +579,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     bench = Bench(args, tmp)
     released_rt = args.released_runtime
     ours_extra = ["--workers", str(args.workers)] if args.workers else []
-    nginx = ours = rel = None
+    nginx = ours = rel = no_spin = None
     extra_services: List[RuntimeProcess] = []
     out: Dict[str, Any] = {"runs": args.runs, "sections": {}}
     try:
@@ -583,6 +596,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         sections = args.sections
         # Each case: name -> [(label, kind, runtime, url, procs)]
         cases: Dict[str, List[Tuple[str, str, RuntimeProcess, str, int]]] = {}
+        paced: Dict[str, Tuple[float, int]] = {}  # paced cases: name -> (gap s, requests)
         if "runtime" in sections:
             rts = [("vastar runtime", ours), *candidates]
             rts += [("released runtime", rel)] if rel else []
@@ -601,6 +615,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                                      (f"{args.procs} client processes, 13 B GET", small,
                                       args.procs)):  # fmt: skip
                 cases[f"stack: {what}"] = [(lab, k, rt, url, procs) for lab, k, rt in stacks]
+        if "paced" in sections:
+            no_spin = RuntimeProcess("vastar-no-spin", tmp, None, [*ours_extra, "--spin-us", "0"])
+            rts = [("vastar runtime", ours), ("vastar runtime --spin-us 0", no_spin)]
+            rts += [("released runtime", rel)] if rel else []
+            for gap_ms, count in ((1, min(args.n, 1000)), (10, max(20, min(args.n // 10, 200)))):
+                name = f"paced: a 13 B GET every {gap_ms} ms, client vastar_fast"
+                cases[name] = [(label, "vastar_fast", rt, small, 1) for label, rt in rts]
+                paced[name] = (gap_ms / 1000.0, count)
         if "client" in sections and rel:
             kinds = ["raw", "vastar_fast"] + (["released"] if bench.released_sdk else [])
             for what, url in (("13 B", small), ("35 KB SSE", sse)):
@@ -617,7 +639,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             for i in range(args.runs):
                 for label, kind, rt, url, procs in _alternate(contenders, i):
                     n = 0 if procs > 1 else args.n
-                    samples[label].append(bench.run_clients(kind, rt, url, procs, n, args.seconds))
+                    gap, n = paced.get(name, (0.0, n))
+                    samples[label].append(bench.run_clients(kind, rt, url, procs, n, args.seconds,
+                                                            gap))  # fmt: skip
                 if args.progress:
                     print(f"  {name}: round {i + 1}/{args.runs}", file=sys.stderr, flush=True)
             med = {label: _median_of(s) for label, s in samples.items()}
@@ -642,6 +666,19 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 section["own_wall_us"] = wall
                 if "released" in wall and wall["released"] > 0:
                     section["own_wall_ratio"] = wall["vastar_fast"] / wall["released"]
+            elif name in paced and len(labels) >= 2:
+                # The paced client sets the rate: what differs is the daemons' CPU.
+                base = labels[-1]
+                section["ratio_base"] = base
+                section["ratio_daemon_cpu_per_run"] = {}
+                section["ratio_daemon_cpu"] = {}
+                for a in labels[:-1]:
+                    per_run = [
+                        samples[a][j]["daemon_cpu_us"] / samples[base][j]["daemon_cpu_us"]
+                        for j in range(args.runs)
+                    ]
+                    section["ratio_daemon_cpu_per_run"][a] = per_run
+                    section["ratio_daemon_cpu"][a] = statistics.median(per_run)
             elif len(labels) >= 2:
                 # Every contender against the last one (the released stack when present).
                 base = labels[-1]
@@ -661,7 +698,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 "floor": {k: statistics.median(leg[k] for leg in legs) for k in legs[0]}
             }
     finally:
-        for svc in (ours, rel, *extra_services, nginx):
+        for svc in (ours, no_spin, rel, *extra_services, nginx):
             if svc is not None:
                 svc.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -697,6 +734,10 @@ def print_table(out: Dict[str, Any]) -> None:
         for label, ratio in section.get("ratio_req_per_s", {}).items():
             runs = ", ".join(f"{r:.2f}" for r in section["ratio_req_per_s_per_run"][label])
             print(f"  req/s {label} / {section['ratio_base']}: {ratio:.2f}x  [{runs}]")
+        for label, ratio in section.get("ratio_daemon_cpu", {}).items():
+            runs = ", ".join(f"{r:.2f}" for r in section["ratio_daemon_cpu_per_run"][label])
+            print(f"  daemon CPU per request {label} / {section['ratio_base']}: {ratio:.2f}x  "
+                  f"[{runs}]")  # fmt: skip
         if "own_cost_us" in section:
             own = ", ".join(f"{k} {v:.1f} us" for k, v in section["own_cost_us"].items())
             print(f"  own cost (client CPU minus raw): {own}")
@@ -720,8 +761,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--released-sdk", default=os.environ.get("VASTAR_RELEASED_SDK"),
                    help="directory holding the released vastar_connector_sdk package "
                    "($VASTAR_RELEASED_SDK)")  # fmt: skip
-    p.add_argument("--sections", default="runtime,stack,client,stream,floor",
-                   help="comma-separated: runtime, stack, client, stream, floor")  # fmt: skip
+    p.add_argument("--sections", default="runtime,stack,client,stream,paced,floor",
+                   help="comma-separated: runtime, stack, client, stream, paced, floor")  # fmt: skip
     p.add_argument("--rounds", type=int, default=20, help="streams for the stream section")
     p.add_argument("--runs", type=int, default=3, help="alternated rounds per case")
     p.add_argument("--n", type=int, default=4000, help="requests per sequential run")

@@ -348,6 +348,22 @@ def stack_convert(data: Dict[str, Any], opts: Options) -> Records:
                         med[base]["daemon_cpu_us"] / med[label]["daemon_cpu_us"],
                     )
                 )
+        for label, ratio in section.get("ratio_daemon_cpu", {}).items():
+            base = section["ratio_base"]  # paced: the client sets the rate, CPU differs
+            if label not in labels or base not in labels or ratio <= 0:
+                continue
+            comparisons.append(
+                comparison(
+                    suite,
+                    case,
+                    labels[label],
+                    labels[base],
+                    "runtime CPU per request",
+                    1 / ratio,
+                    [1 / r for r in section["ratio_daemon_cpu_per_run"][label]],
+                    note=f"cost ratio {ratio:.2f}x",
+                )
+            )
     return results, comparisons
 
 
