@@ -96,7 +96,7 @@ __all__ = [
 
 DEFAULT_TENANT = "default"
 
-DEFAULT_SPIN_US = 150
+DEFAULT_SPIN_US = 300
 """The daemon's polling window (``spin_us``) on a machine with at least 2 usable CPUs:
 longer than the gaps between one request's events on loopback (measured,
 docs/decisions.md), short enough that an idle daemon sleeps almost at once."""
@@ -292,7 +292,7 @@ class RuntimeSettings:
     spin_us: Optional[int] = None
     """Microseconds the event loop keeps polling, instead of sleeping, after a request
     starts or ends, where the gaps after such events have been shorter than that (0:
-    never; at most 100000). null: `vastar runtime` polls for 150 us when it has at least
+    never; at most 100000). null: `vastar runtime` polls for 300 us when it has at least
     2 usable CPUs and never on one; an embedded `RuntimeServer` never. `--spin-us` wins
     over it. A polling worker uses up to a CPU (docs/runtime/operations.md)."""
     limits: LimitSettings = field(default_factory=LimitSettings)
