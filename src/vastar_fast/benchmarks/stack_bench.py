@@ -666,32 +666,21 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 section["own_wall_us"] = wall
                 if "released" in wall and wall["released"] > 0:
                     section["own_wall_ratio"] = wall["vastar_fast"] / wall["released"]
-            elif name in paced and len(labels) >= 2:
-                # The paced client sets the rate: what differs is the daemons' CPU.
-                base = labels[-1]
-                section["ratio_base"] = base
-                section["ratio_daemon_cpu_per_run"] = {}
-                section["ratio_daemon_cpu"] = {}
-                for a in labels[:-1]:
-                    per_run = [
-                        samples[a][j]["daemon_cpu_us"] / samples[base][j]["daemon_cpu_us"]
-                        for j in range(args.runs)
-                    ]
-                    section["ratio_daemon_cpu_per_run"][a] = per_run
-                    section["ratio_daemon_cpu"][a] = statistics.median(per_run)
             elif len(labels) >= 2:
-                # Every contender against the last one (the released stack when present).
+                # Every contender against the last one (the released runtime or stack when
+                # present); paced, the client sets the rate, so the daemons' CPU differs.
+                metric, key = (("daemon_cpu_us", "ratio_daemon_cpu") if name in paced
+                               else ("req_per_s", "ratio_req_per_s"))  # fmt: skip
                 base = labels[-1]
                 section["ratio_base"] = base
-                section["ratio_req_per_s_per_run"] = {}
-                section["ratio_req_per_s"] = {}
+                section[f"{key}_per_run"] = {}
+                section[key] = {}
                 for a in labels[:-1]:
                     per_run = [
-                        samples[a][j]["req_per_s"] / samples[base][j]["req_per_s"]
-                        for j in range(args.runs)
+                        samples[a][j][metric] / samples[base][j][metric] for j in range(args.runs)
                     ]
-                    section["ratio_req_per_s_per_run"][a] = per_run
-                    section["ratio_req_per_s"][a] = statistics.median(per_run)
+                    section[f"{key}_per_run"][a] = per_run
+                    section[key][a] = statistics.median(per_run)
             out["sections"][name] = section
         if legs:  # last, so that its table can put the sequential medians beside it
             out["sections"]["floor: a sequential round trip with no runtime work"] = {

@@ -321,49 +321,27 @@ def stack_convert(data: Dict[str, Any], opts: Options) -> Records:
                         note=f"cost ratio {ratio:.3f}x",
                     )
                 )
-        for label, ratio in section.get("ratio_req_per_s", {}).items():
-            base = section["ratio_base"]
-            if label not in labels or base not in labels:
-                continue
-            comparisons.append(
-                comparison(
-                    suite,
-                    case,
-                    labels[label],
-                    labels[base],
-                    "requests/s",
-                    ratio,
-                    section["ratio_req_per_s_per_run"][label],
-                )
-            )
-            med = section["median"]
-            if suite == "runtime" and med[label]["daemon_cpu_us"] > 0:
-                comparisons.append(
-                    comparison(
-                        suite,
-                        case,
-                        labels[label],
-                        labels[base],
-                        "runtime CPU per request",
-                        med[base]["daemon_cpu_us"] / med[label]["daemon_cpu_us"],
-                    )
-                )
-        for label, ratio in section.get("ratio_daemon_cpu", {}).items():
-            base = section["ratio_base"]  # paced: the client sets the rate, CPU differs
-            if label not in labels or base not in labels or ratio <= 0:
-                continue
-            comparisons.append(
-                comparison(
-                    suite,
-                    case,
-                    labels[label],
-                    labels[base],
-                    "runtime CPU per request",
-                    1 / ratio,
-                    [1 / r for r in section["ratio_daemon_cpu_per_run"][label]],
-                    note=f"cost ratio {ratio:.2f}x",
-                )
-            )
+        # Alternated ratios against the last contender: req/s, or for the paced cases
+        # (the client sets the rate) the daemons' CPU per request, a cost.
+        for key, metric in (("ratio_req_per_s", "requests/s"),
+                            ("ratio_daemon_cpu", "runtime CPU per request")):  # fmt: skip
+            cost = key == "ratio_daemon_cpu"
+            for label, ratio in section.get(key, {}).items():
+                base = section["ratio_base"]
+                if label not in labels or base not in labels or ratio <= 0:
+                    continue
+                per_run = section[f"{key}_per_run"][label]
+                pair = (suite, case, labels[label], labels[base])
+                if cost:
+                    comparisons.append(comparison(*pair, metric, 1 / ratio,
+                                                  [1 / r for r in per_run],
+                                                  note=f"cost ratio {ratio:.2f}x"))  # fmt: skip
+                    continue
+                comparisons.append(comparison(*pair, metric, ratio, per_run))
+                med = section["median"]
+                if suite == "runtime" and med[label]["daemon_cpu_us"] > 0:
+                    cpu = med[base]["daemon_cpu_us"] / med[label]["daemon_cpu_us"]
+                    comparisons.append(comparison(*pair, "runtime CPU per request", cpu))
     return results, comparisons
 
 
