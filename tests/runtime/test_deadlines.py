@@ -177,6 +177,34 @@ def test_inflight_stops_polling_after_the_kind_of_event_whose_gaps_are_long(
     asyncio.run(main())
 
 
+def test_inflight_yields_the_cpu_once_after_each_event(
+    mod: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first polling turn after a request event yields the CPU (so a peer the event's
+    write woke runs at once); later turns of the same window do not."""
+    yields: List[float] = []
+    monkeypatch.setattr(mod, "_sched_yield", lambda: yields.append(time.perf_counter()))
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        counts = mod.InFlight()
+        counts.poll_after(loop, 0.02)
+        counts.started()
+        counts.finished("t", 0, 0.0)  # two events before the first turn: one yield
+        turns = 0
+        while counts.polling:
+            await asyncio.sleep(0)
+            turns += 1
+        assert len(yields) == 1 and turns > 5
+        counts.started()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(yields) == 2
+        return turns
+
+    asyncio.run(main())
+
+
 def test_inflight_polls_once_however_many_events(mod: ModuleType) -> None:
     """Many starts and ends inside one window queue one poller, not one each."""
 

@@ -23,6 +23,7 @@ One of the runtime's twinned request-path modules (see ``upstream.py``).
 from __future__ import annotations
 
 import heapq
+import os
 import time
 from typing import TYPE_CHECKING, Any, List, Optional
 
@@ -90,6 +91,7 @@ _encode_stream_start = codec.encode_stream_start
 _encode_stream_chunk = codec.encode_stream_chunk
 _decode_payload = codec.decode_http_request_payload
 _perf = time.perf_counter
+_sched_yield = getattr(os, "sched_yield", None)  # not on Windows
 
 
 @cython.cclass
@@ -126,6 +128,7 @@ class InFlight:
     _last_was_start: cython.bint
     _after_start: cython.int
     _after_end: cython.int
+    _fresh: cython.bint
 
     def __init__(self) -> None:
         self.count = 0
@@ -143,6 +146,7 @@ class InFlight:
         # 2 or more: poll after that kind of event. One long gap is forgiven, two are not.
         self._after_start = 3
         self._after_end = 3
+        self._fresh = False
 
     def poll_after(self, loop: Any, seconds: float) -> None:
         """Keep ``loop`` polling for ``seconds`` after a request starts or ends (0:
@@ -172,14 +176,22 @@ class InFlight:
         self._touched = now
         self._last_was_start = start
         self._want = (self._after_start if start else self._after_end) >= 2
+        self._fresh = True
         if self._want and not self.polling:
             self.polling = True
             self._loop.call_soon(self._poll_cb)
 
     def _poll(self) -> None:
         """One turn of polling: queued again (so the loop's next wait does not sleep)
-        until the window after the last request event has passed."""
+        until the window after the last request event has passed. The first turn after
+        an event yields the CPU once: the kernel queues the peer a write woke on the
+        writer's CPU when it expects the writer to sleep, and that peer (the upstream,
+        the client) should run at once, not after the window."""
         if self._want and not self.stopping and _perf() - self._touched < self.spin_s:
+            if self._fresh:
+                self._fresh = False
+                if _sched_yield is not None:
+                    _sched_yield()
             self._loop.call_soon(self._poll_cb)
         else:
             self.polling = False
