@@ -112,6 +112,17 @@ def _listen(
     return socket_path, tcp
 
 
+def _whole_number(text: str, where: str, low: int, high: int, unit: str) -> int:
+    """``text`` (from ``where``: an option or a variable) as an int in [low, high]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{where} {text!r} is not a whole number of {unit}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{where} {value} is out of range: use {low} to {high} {unit}")
+    return value
+
+
 def _worker_count(args: argparse.Namespace) -> int:
     """--workers, else $VASTAR_RUNTIME_WORKERS, else the measured default."""
     if args.workers is not None:
@@ -122,35 +133,23 @@ def _worker_count(args: argparse.Namespace) -> int:
         from .workers import default_workers
 
         return default_workers()
-    try:
-        count = int(value)
-    except ValueError:
-        raise ValueError(f"{where} {value!r} is not a whole number of workers") from None
-    if not 1 <= count <= 256:
-        raise ValueError(f"{where} {count} is out of range: use 1 to 256 workers")
-    return count
+    return _whole_number(value, where, 1, 256, "workers")
 
 
 def _spin_us(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     """--spin-us, else spin_us in the config, else $VASTAR_RUNTIME_SPIN_US, else the
     measured default (workers.default_spin_us)."""
     if args.spin_us is not None:
-        value, where = args.spin_us, "--spin-us"
+        value, where = str(args.spin_us), "--spin-us"
     elif settings.spin_us is not None:
         return settings.spin_us  # validated with the file
     elif os.environ.get("VASTAR_RUNTIME_SPIN_US"):
-        text, where = os.environ["VASTAR_RUNTIME_SPIN_US"], "$VASTAR_RUNTIME_SPIN_US"
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"{where} {text!r} is not a whole number of microseconds") from None
+        value, where = os.environ["VASTAR_RUNTIME_SPIN_US"], "$VASTAR_RUNTIME_SPIN_US"
     else:
         from .workers import default_spin_us
 
         return default_spin_us()
-    if not 0 <= value <= MAX_SPIN_US:
-        raise ValueError(f"{where} {value} is out of range: use 0 to {MAX_SPIN_US} microseconds")
-    return value
+    return _whole_number(value, where, 0, MAX_SPIN_US, "microseconds")
 
 
 def _setup_logging(level: str) -> None:
