@@ -94,6 +94,15 @@ _perf = time.perf_counter
 _sched_yield = getattr(os, "sched_yield", None)  # not on Windows
 
 
+@cython.cfunc
+@cython.inline
+def _scored(score: cython.int, hit: cython.bint) -> cython.int:
+    """A polling score (0-3) after one more gap: up when it was inside the window."""
+    if hit:
+        return score + 1 if score < 3 else 3
+    return score - 1 if score > 0 else 0
+
+
 @cython.cclass
 class InFlight:
     """The daemon's count of requests in flight (``Runtime.active``), kept by the request
@@ -124,7 +133,6 @@ class InFlight:
     _loop: Any
     _poll_cb: Any
     _touched: cython.double
-    _want: cython.bint
     _last_was_start: cython.bint
     _after_start: cython.int
     _after_end: cython.int
@@ -140,7 +148,6 @@ class InFlight:
         self._loop = None
         self._poll_cb = self._poll
         self._touched = -1.0  # no event yet
-        self._want = False
         self._last_was_start = False
         # Scores 0-3 of how often the gap after a start / an end was inside the window;
         # 2 or more: poll after that kind of event. One long gap is forgiven, two are not.
@@ -159,27 +166,23 @@ class InFlight:
     @cython.cfunc
     def _touch(self, start: cython.bint) -> None:
         now: cython.double = _perf()
-        hit: cython.bint = now - self._touched < self.spin_s
-        if self._touched < 0.0:
-            pass  # the first event: no gap before it to score
-        elif self._last_was_start:  # the gap that followed the previous event, by its kind
-            if hit:
-                if self._after_start < 3:
-                    self._after_start += 1
-            elif self._after_start > 0:
-                self._after_start -= 1
-        elif hit:
-            if self._after_end < 3:
-                self._after_end += 1
-        elif self._after_end > 0:
-            self._after_end -= 1
+        if self._touched >= 0.0:  # score the gap that followed the last event, by its kind
+            hit: cython.bint = now - self._touched < self.spin_s
+            if self._last_was_start:
+                self._after_start = _scored(self._after_start, hit)
+            else:
+                self._after_end = _scored(self._after_end, hit)
         self._touched = now
         self._last_was_start = start
-        self._want = (self._after_start if start else self._after_end) >= 2
         self._fresh = True
-        if self._want and not self.polling:
+        if self._wanted() and not self.polling:
             self.polling = True
             self._loop.call_soon(self._poll_cb)
+
+    @cython.cfunc
+    def _wanted(self) -> cython.bint:
+        """Polling pays after the last event's kind: its recent gaps were in the window."""
+        return (self._after_start if self._last_was_start else self._after_end) >= 2
 
     def _poll(self) -> None:
         """One turn of polling: queued again (so the loop's next wait does not sleep)
@@ -187,7 +190,7 @@ class InFlight:
         an event yields the CPU once: the kernel queues the peer a write woke on the
         writer's CPU when it expects the writer to sleep, and that peer (the upstream,
         the client) should run at once, not after the window."""
-        if self._want and not self.stopping and _perf() - self._touched < self.spin_s:
+        if self._wanted() and not self.stopping and _perf() - self._touched < self.spin_s:
             if self._fresh:
                 self._fresh = False
                 if _sched_yield is not None:
