@@ -218,3 +218,94 @@ def test_inflight_polls_once_however_many_events(mod: ModuleType) -> None:
         return len(loop._ready)  # type: ignore[attr-defined]
 
     assert asyncio.run(main()) == 1
+
+
+def test_inflight_polls_only_while_it_waits_on_one_peer(mod: ModuleType) -> None:
+    """With a second request in flight the loop does not poll (their events wake it, and
+    a busy machine's clients need the CPU): a second start stops a running poller, an end
+    that leaves one in flight does not start one, and the last end does."""
+
+    async def turns_until_idle(counts: Any) -> int:
+        turns = 0
+        t0 = time.perf_counter()
+        while counts.polling and time.perf_counter() - t0 < 5:
+            await asyncio.sleep(0)
+            turns += 1
+        return turns
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counts = mod.InFlight()
+        counts.poll_after(loop, 0.5)
+        counts.started()
+        assert counts.polling  # one in flight: waiting on its upstream
+        counts.started()  # a second: the running poller ends at its next turn
+        t0 = time.perf_counter()
+        assert await turns_until_idle(counts) <= 1
+        assert time.perf_counter() - t0 < 0.25  # long before the 0.5 s window
+        counts.finished("t", 0, 0.0)  # one still in flight: no poller
+        assert not counts.polling
+        counts.finished("t", 0, 0.0)  # none in flight: wait for the client's next one
+        assert counts.polling
+        counts.started()
+        counts.started()
+        counts.finished("t", 0, 0.0)
+        assert await turns_until_idle(counts) <= 1
+        assert counts.count == 1
+
+    asyncio.run(main())
+
+
+def test_inflight_does_not_poll_while_the_cpus_are_contended(mod: ModuleType) -> None:
+    """Where the loop thread waited for a CPU more than CONTENDED_WAIT of the time since
+    the last reading, polling stops; a reading without that wait turns it back on; the
+    wait is read at most every CONTENTION_CHECK_S, not per event."""
+    waited = [0.0]
+    readings: List[float] = []
+
+    def run_wait() -> float:
+        readings.append(waited[0])
+        return waited[0]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counts = mod.InFlight()
+        counts.poll_after(loop, 0.5)
+        counts.run_wait = run_wait
+        counts.started()  # the first reading: where the wait is counted from
+        assert counts.polling and not counts.contended and len(readings) == 1
+        counts.finished("t", 0, 0.0)
+        counts.started()
+        assert len(readings) == 1  # events inside CONTENTION_CHECK_S read nothing
+        await asyncio.sleep(mod.CONTENTION_CHECK_S + 0.01)
+        waited[0] += 1.0  # a second of waiting for a CPU in 0.06 s: contended
+        counts.finished("t", 0, 0.0)
+        assert counts.contended and len(readings) == 2
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not counts.polling
+        counts.started()  # still contended (no reading yet): no poller
+        assert not counts.polling
+        await asyncio.sleep(mod.CONTENTION_CHECK_S + 0.01)
+        waited[0] += 0.1 * mod.CONTENTION_CHECK_S  # under a tenth of the time: free
+        counts.finished("t", 0, 0.0)
+        assert not counts.contended and counts.polling and len(readings) == 3
+
+    asyncio.run(main())
+
+
+def test_thread_run_wait_reads_the_kernel_where_it_says(mod: ModuleType) -> None:
+    """Linux with scheduler statistics: a reader of this thread's run-queue wait in
+    seconds, never going back; elsewhere None (polling is then never contended)."""
+    import os
+
+    reader = mod.thread_run_wait()
+    if not os.path.exists("/proc/thread-self/schedstat"):
+        assert reader is None
+        return
+    assert reader is not None
+    first = reader()
+    sum(range(200_000))
+    time.sleep(0.01)
+    second = reader()
+    assert isinstance(first, float) and 0.0 <= first <= second < 1e7

@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import os
 import time
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from vastar_fast._log import logger
 from vastar_fast.errors import ProtocolError
@@ -93,6 +93,31 @@ _decode_payload = codec.decode_http_request_payload
 _perf = time.perf_counter
 _sched_yield = getattr(os, "sched_yield", None)  # not on Windows
 
+CONTENDED_WAIT = 0.10
+"""Fraction of wall time the loop's thread spent runnable but waiting for a CPU above
+which the CPUs count as contended and the loop does not poll (docs/decisions.md:
+about 0.01 polling for one client on a quiet 2-CPU machine, 0.2-0.4 with eight client
+processes or a CPU-bound neighbour)."""
+CONTENTION_CHECK_S = 0.05
+"""Seconds between two readings of that wait (each about 1 us)."""
+
+
+def thread_run_wait() -> Optional[Callable[[], float]]:
+    """A reader of the calling thread's total run-queue wait in seconds (the second
+    field of Linux's ``/proc/thread-self/schedstat``), or None where the platform does
+    not say (macOS, Windows, a kernel without scheduler statistics)."""
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        fields = os.pread(fd, 128, 0).split()
+        int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+    def wait_s() -> float:
+        return int(os.pread(fd, 128, 0).split()[1]) / 1e9
+
+    return wait_s
+
 
 @cython.cfunc
 @cython.inline
@@ -118,8 +143,12 @@ class InFlight:
     wake-up. It polls only where that has been paying off: the gap that followed the
     last starts (the upstream's answer, mostly) and the last ends (the client's next
     request) is each scored, and after an event of a kind whose gaps have been longer
-    than the window the loop sleeps at once (docs/decisions.md, "Polling briefly
-    instead of sleeping").
+    than the window the loop sleeps at once; only while at most the request just
+    started is in flight (none after an end), where the loop would otherwise sleep
+    waiting on one peer; and not while the CPUs are contended: where the kernel says
+    (Linux), the loop thread's wait for a CPU is read every ``CONTENTION_CHECK_S``, and
+    above ``CONTENDED_WAIT`` of the time polling would take a CPU others wait for
+    (docs/decisions.md, "Polling briefly instead of sleeping").
     """
 
     count = cython.declare(cython.longlong, visibility="readonly")
@@ -137,6 +166,15 @@ class InFlight:
     _after_start: cython.int
     _after_end: cython.int
     _fresh: cython.bint
+    run_wait = cython.declare(object, visibility="public")
+    """A callable giving the loop thread's total run-queue wait in seconds
+    (:func:`thread_run_wait`, set by :meth:`poll_after`), or None: never contended."""
+    contended = cython.declare(cython.bint, visibility="readonly")
+    """At the last reading the loop's thread waited for a CPU more than
+    ``CONTENDED_WAIT`` of the time: polling is off until a reading says otherwise."""
+    _next_check: cython.double
+    _checked_at: cython.double
+    _waited: cython.double
 
     def __init__(self) -> None:
         self.count = 0
@@ -154,14 +192,39 @@ class InFlight:
         self._after_start = 3
         self._after_end = 3
         self._fresh = False
+        self.run_wait = None
+        self.contended = False
+        self._next_check = 0.0
+        self._checked_at = -1.0
+        self._waited = 0.0
 
     def poll_after(self, loop: Any, seconds: float) -> None:
         """Keep ``loop`` polling for ``seconds`` after a request starts or ends (0:
-        never), where the gaps after such events have been shorter than that."""
+        never), where the gaps after such events have been shorter than that and the
+        CPUs are not contended. Call it in the loop's thread (whose wait it reads)."""
         if not seconds >= 0.0:
             raise ValueError(f"the polling window must be 0 or more seconds, got {seconds!r}")
         self._loop = loop
         self.spin_s = seconds
+        if seconds > 0.0 and self.run_wait is None:
+            self.run_wait = thread_run_wait()
+
+    def _check_contention(self, now: float) -> None:
+        """Read the loop thread's run-queue wait; contended if, since the last reading,
+        it waited for a CPU more than ``CONTENDED_WAIT`` of the time."""
+        self._next_check = now + CONTENTION_CHECK_S
+        if self.run_wait is None:
+            return
+        waited: float = self.run_wait()
+        if self._checked_at >= 0.0 and now > self._checked_at:
+            busy = (waited - self._waited) / (now - self._checked_at) > CONTENDED_WAIT
+            if busy != self.contended:
+                self.contended = busy
+                log.debug(
+                    "CPUs %s: polling %s", *(("contended", "off") if busy else ("free again", "on"))
+                )
+        self._checked_at = now
+        self._waited = waited
 
     @cython.cfunc
     def _touch(self, start: cython.bint) -> None:
@@ -175,14 +238,25 @@ class InFlight:
         self._touched = now
         self._last_was_start = start
         self._fresh = True
+        if now >= self._next_check:
+            self._check_contention(now)
         if self._wanted() and not self.polling:
             self.polling = True
             self._loop.call_soon(self._poll_cb)
 
     @cython.cfunc
     def _wanted(self) -> cython.bint:
-        """Polling pays after the last event's kind: its recent gaps were in the window."""
-        return (self._after_start if self._last_was_start else self._after_end) >= 2
+        """Polling pays after the last event's kind: its recent gaps were in the window,
+        and the loop waits on one peer only (the one request just started, or none in
+        flight after an end). With more in flight, their events keep the loop awake
+        anyway, and on a machine whose CPUs are all busy polling would take time the
+        clients and upstreams need (docs/decisions.md). Never while the CPUs are
+        contended (:attr:`contended`)."""
+        if self.contended:
+            return False
+        if self._last_was_start:
+            return self.count <= 1 and self._after_start >= 2
+        return self.count <= 0 and self._after_end >= 2
 
     def _poll(self) -> None:
         """One turn of polling: queued again (so the loop's next wait does not sleep)
