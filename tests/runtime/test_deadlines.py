@@ -298,9 +298,10 @@ def test_thread_run_wait_reads_the_kernel_where_it_says(mod: ModuleType) -> None
     """Linux with scheduler statistics: a reader of this thread's run-queue wait in
     seconds, never going back; elsewhere None (polling is then never contended)."""
     import os
+    import threading
 
     reader = mod.thread_run_wait()
-    if not os.path.exists("/proc/thread-self/schedstat"):
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/schedstat"):
         assert reader is None
         return
     assert reader is not None
