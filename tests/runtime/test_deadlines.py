@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import ModuleType
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import pytest
 
@@ -257,28 +257,29 @@ def test_inflight_polls_only_while_it_waits_on_one_peer(mod: ModuleType) -> None
 
 
 def test_inflight_does_not_poll_while_the_cpus_are_contended(mod: ModuleType) -> None:
-    """Where the loop thread waited for a CPU more than CONTENDED_WAIT of the time since
-    the last reading, polling stops; a reading without that wait turns it back on; the
-    wait is read at most every CONTENTION_CHECK_S, not per event."""
-    waited = [0.0]
-    readings: List[float] = []
+    """Where the loop thread spent more than CONTENDED_WAIT of its runnable time since
+    the last reading waiting for a CPU, polling stops; a reading without that wait turns
+    it back on; the times are read at most every CONTENTION_CHECK_S, not per event."""
+    times = [0.0, 0.0]  # seconds on a CPU, seconds waiting for one
+    readings: List[Tuple[float, float]] = []
 
-    def run_wait() -> float:
-        readings.append(waited[0])
-        return waited[0]
+    def schedstat() -> Tuple[float, float]:
+        readings.append((times[0], times[1]))
+        return times[0], times[1]
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         counts = mod.InFlight()
         counts.poll_after(loop, 0.5)
-        counts.run_wait = run_wait
-        counts.started()  # the first reading: where the wait is counted from
+        counts.schedstat = schedstat
+        counts.started()  # the first reading: where the times are counted from
         assert counts.polling and not counts.contended and len(readings) == 1
         counts.finished("t", 0, 0.0)
         counts.started()
         assert len(readings) == 1  # events inside CONTENTION_CHECK_S read nothing
         await asyncio.sleep(mod.CONTENTION_CHECK_S + 0.01)
-        waited[0] += 1.0  # a second of waiting for a CPU in 0.06 s: contended
+        times[0] += 0.010
+        times[1] += 0.002  # waited 2 ms of 12 ms runnable: over a tenth, contended
         counts.finished("t", 0, 0.0)
         assert counts.contended and len(readings) == 2
         await asyncio.sleep(0)
@@ -287,26 +288,31 @@ def test_inflight_does_not_poll_while_the_cpus_are_contended(mod: ModuleType) ->
         counts.started()  # still contended (no reading yet): no poller
         assert not counts.polling
         await asyncio.sleep(mod.CONTENTION_CHECK_S + 0.01)
-        waited[0] += 0.1 * mod.CONTENTION_CHECK_S  # under a tenth of the time: free
+        times[0] += 0.050
+        times[1] += 0.004  # 4 ms of 54 ms: under a tenth, free again
         counts.finished("t", 0, 0.0)
         assert not counts.contended and counts.polling and len(readings) == 3
+        await asyncio.sleep(mod.CONTENTION_CHECK_S + 0.01)
+        counts.started()  # neither ran nor waited since: no evidence either way
+        assert not counts.contended and len(readings) == 4
 
     asyncio.run(main())
 
 
-def test_thread_run_wait_reads_the_kernel_where_it_says(mod: ModuleType) -> None:
-    """Linux with scheduler statistics: a reader of this thread's run-queue wait in
-    seconds, never going back; elsewhere None (polling is then never contended)."""
+def test_thread_schedstat_reads_the_kernel_where_it_says(mod: ModuleType) -> None:
+    """Linux with scheduler statistics: a reader of this thread's seconds on a CPU and
+    waiting for one, never going back; elsewhere None (polling is then never
+    contended)."""
     import os
     import threading
 
-    reader = mod.thread_run_wait()
+    reader = mod.thread_schedstat()
     if not os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/schedstat"):
         assert reader is None
         return
     assert reader is not None
-    first = reader()
-    sum(range(200_000))
-    time.sleep(0.01)
-    second = reader()
-    assert isinstance(first, float) and 0.0 <= first <= second < 1e7
+    ran, waited = reader()
+    sum(range(500_000))
+    ran2, waited2 = reader()
+    assert isinstance(ran, float) and isinstance(waited, float)
+    assert 0.0 < ran < ran2 < 1e7 and 0.0 <= waited <= waited2

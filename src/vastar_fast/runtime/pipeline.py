@@ -26,7 +26,7 @@ import heapq
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from vastar_fast._log import logger
 from vastar_fast.errors import ProtocolError
@@ -95,30 +95,32 @@ _perf = time.perf_counter
 _sched_yield = getattr(os, "sched_yield", None)  # not on Windows
 
 CONTENDED_WAIT = 0.10
-"""Fraction of wall time the loop's thread spent runnable but waiting for a CPU above
-which the CPUs count as contended and the loop does not poll (docs/decisions.md:
-about 0.01 polling for one client on a quiet 2-CPU machine, 0.2-0.4 with eight client
-processes or a CPU-bound neighbour)."""
+"""Fraction of the time the loop's thread was runnable that it spent waiting for a CPU,
+above which the CPUs count as contended and the loop does not poll (docs/decisions.md:
+under 0.03 for one client on a quiet 2-CPU machine, polling or not; 0.2-0.4 with eight
+client processes or a CPU-bound neighbour)."""
 CONTENTION_CHECK_S = 0.05
-"""Seconds between two readings of that wait (each about 1 us)."""
+"""Seconds between two readings of that wait (each about 10 us)."""
 
 
-def thread_run_wait() -> Optional[Callable[[], float]]:
-    """A reader of the calling thread's total run-queue wait in seconds (the second
-    field of Linux's ``/proc/<pid>/task/<tid>/schedstat``), or None where the platform
-    does not say (macOS, Windows, a kernel without scheduler statistics). Each reading
-    opens the file (about 10 us; one every ``CONTENTION_CHECK_S`` at most)."""
+def thread_schedstat() -> Optional[Callable[[], Tuple[float, float]]]:
+    """A reader of the calling thread's total time on a CPU and time runnable but
+    waiting for one, in seconds (the first two fields of Linux's
+    ``/proc/<pid>/task/<tid>/schedstat``), or None where the platform does not say
+    (macOS, Windows, a kernel without scheduler statistics). Each reading opens the
+    file (about 10 us; one every ``CONTENTION_CHECK_S`` at most)."""
     path = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/schedstat"
 
-    def wait_s() -> float:
+    def ran_and_waited() -> Tuple[float, float]:
         with open(path, "rb") as f:
-            return int(f.read().split()[1]) / 1e9
+            fields = f.read().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
 
     try:
-        wait_s()
+        ran_and_waited()
     except (OSError, IndexError, ValueError):
         return None
-    return wait_s
+    return ran_and_waited
 
 
 @cython.cfunc
@@ -149,7 +151,7 @@ class InFlight:
     started is in flight (none after an end), where the loop would otherwise sleep
     waiting on one peer; and not while the CPUs are contended: where the kernel says
     (Linux), the loop thread's wait for a CPU is read every ``CONTENTION_CHECK_S``, and
-    above ``CONTENDED_WAIT`` of the time polling would take a CPU others wait for
+    above ``CONTENDED_WAIT`` of its runnable time polling would take a CPU others wait for
     (docs/decisions.md, "Polling briefly instead of sleeping").
     """
 
@@ -168,14 +170,16 @@ class InFlight:
     _after_start: cython.int
     _after_end: cython.int
     _fresh: cython.bint
-    run_wait = cython.declare(object, visibility="public")
-    """A callable giving the loop thread's total run-queue wait in seconds
-    (:func:`thread_run_wait`, set by :meth:`poll_after`), or None: never contended."""
+    schedstat = cython.declare(object, visibility="public")
+    """A callable giving the loop thread's total seconds on a CPU and waiting for one
+    (:func:`thread_schedstat`, set by :meth:`poll_after`), or None: never contended."""
     contended = cython.declare(cython.bint, visibility="readonly")
     """At the last reading the loop's thread waited for a CPU more than
-    ``CONTENDED_WAIT`` of the time: polling is off until a reading says otherwise."""
+    ``CONTENDED_WAIT`` of the time it was runnable: polling is off until a reading
+    says otherwise."""
     _next_check: cython.double
-    _checked_at: cython.double
+    _read: cython.bint
+    _ran: cython.double
     _waited: cython.double
 
     def __init__(self) -> None:
@@ -194,10 +198,11 @@ class InFlight:
         self._after_start = 3
         self._after_end = 3
         self._fresh = False
-        self.run_wait = None
+        self.schedstat = None
         self.contended = False
         self._next_check = 0.0
-        self._checked_at = -1.0
+        self._read = False
+        self._ran = 0.0
         self._waited = 0.0
 
     def poll_after(self, loop: Any, seconds: float) -> None:
@@ -208,24 +213,28 @@ class InFlight:
             raise ValueError(f"the polling window must be 0 or more seconds, got {seconds!r}")
         self._loop = loop
         self.spin_s = seconds
-        if seconds > 0.0 and self.run_wait is None:
-            self.run_wait = thread_run_wait()
+        if seconds > 0.0 and self.schedstat is None:
+            self.schedstat = thread_schedstat()
 
     def _check_contention(self, now: float) -> None:
-        """Read the loop thread's run-queue wait; contended if, since the last reading,
-        it waited for a CPU more than ``CONTENDED_WAIT`` of the time."""
+        """Read the loop thread's CPU times; contended if, since the last reading, it
+        spent more than ``CONTENDED_WAIT`` of the time it was runnable waiting for a
+        CPU. (A share of runnable time, not of wall time: a thread that sleeps most of
+        the time waits little in all, however long each wake-up waits.)"""
         self._next_check = now + CONTENTION_CHECK_S
-        if self.run_wait is None:
+        if self.schedstat is None:
             return
-        waited: float = self.run_wait()
-        if self._checked_at >= 0.0 and now > self._checked_at:
-            busy = (waited - self._waited) / (now - self._checked_at) > CONTENDED_WAIT
+        ran, waited = self.schedstat()
+        runnable = (ran - self._ran) + (waited - self._waited)
+        if self._read and runnable > 0.0:
+            busy = waited - self._waited > CONTENDED_WAIT * runnable
             if busy != self.contended:
                 self.contended = busy
                 log.debug(
                     "CPUs %s: polling %s", *(("contended", "off") if busy else ("free again", "on"))
                 )
-        self._checked_at = now
+        self._read = True
+        self._ran = ran
         self._waited = waited
 
     @cython.cfunc
