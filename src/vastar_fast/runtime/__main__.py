@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="US",
         help="microseconds the event loop keeps polling instead of sleeping after a "
         "request starts or ends, where the gaps after such events have been shorter, so "
-        "a quick upstream answer or the client's next request finds it awake; a polling "
+        "a quick upstream answer or the client's next request finds it awake (only while "
+        "at most one request is in flight, and not while the CPUs are contended); a polling "
         "worker uses up to a CPU (0: never; default: spin_us in the config, else "
         f"$VASTAR_RUNTIME_SPIN_US, else {DEFAULT_SPIN_US} with at least 2 usable CPUs and "
         "0 on one)",
