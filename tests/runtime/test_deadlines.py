@@ -14,8 +14,16 @@ from .helpers import runtime_twin
 
 
 @pytest.fixture(params=["pure", "compiled"])
-def mod(request: pytest.FixtureRequest) -> ModuleType:
+def real_mod(request: pytest.FixtureRequest) -> ModuleType:
     return runtime_twin(request.param, "pipeline")
+
+
+@pytest.fixture
+def mod(real_mod: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The twin with no reader of the thread's CPU times (so this machine's load does not
+    decide whether the tests' loops poll); the contention tests set their own."""
+    monkeypatch.setattr(real_mod, "thread_schedstat", lambda: None)
+    return real_mod
 
 
 class FakeExchange:
@@ -257,19 +265,34 @@ def test_inflight_polls_only_while_it_waits_on_one_peer(mod: ModuleType) -> None
 
 
 def test_inflight_does_not_poll_while_the_cpus_are_contended(mod: ModuleType) -> None:
-    """Where the loop thread spent more than CONTENDED_WAIT of its runnable time since
-    the last reading waiting for a CPU, polling stops; a reading without that wait turns
-    it back on; the times are read at most every CONTENTION_CHECK_S, not per event."""
+    """Where the loop thread, runnable at least CONTENTION_MIN_RUNNABLE of the time since
+    the last reading, spent more than CONTENDED_WAIT of that waiting for a CPU, polling
+    stops; a reading without that wait turns it back on, and so does one of a thread
+    that mostly slept (its waits were for wake-ups); the times are read at most every
+    CONTENTION_CHECK_S, not per event."""
     times = [0.0, 0.0]  # seconds on a CPU, seconds waiting for one
     readings: List[Tuple[float, float]] = []
+    gap = mod.CONTENTION_CHECK_S + 0.01  # wall time between readings: 0.06 s or more
 
     def schedstat() -> Tuple[float, float]:
         readings.append((times[0], times[1]))
         return times[0], times[1]
 
+    async def reading(ran: float, waited: float, start: bool) -> None:
+        await asyncio.sleep(gap)
+        times[0] += ran
+        times[1] += waited
+        n = len(readings)
+        if start:
+            counts.started()
+        else:
+            counts.finished("t", 0, 0.0)
+        assert len(readings) == n + 1
+
+    counts = mod.InFlight()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        counts = mod.InFlight()
         counts.poll_after(loop, 0.5)
         counts.schedstat = schedstat
         counts.started()  # the first reading: where the times are counted from
@@ -277,36 +300,58 @@ def test_inflight_does_not_poll_while_the_cpus_are_contended(mod: ModuleType) ->
         counts.finished("t", 0, 0.0)
         counts.started()
         assert len(readings) == 1  # events inside CONTENTION_CHECK_S read nothing
-        await asyncio.sleep(mod.CONTENTION_CHECK_S + 0.01)
-        times[0] += 0.010
-        times[1] += 0.002  # waited 2 ms of 12 ms runnable: over a tenth, contended
-        counts.finished("t", 0, 0.0)
-        assert counts.contended and len(readings) == 2
+        await reading(0.040, 0.010, start=False)  # 10 ms of 50 ms runnable: contended
+        assert counts.contended
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert not counts.polling
         counts.started()  # still contended (no reading yet): no poller
         assert not counts.polling
-        await asyncio.sleep(mod.CONTENTION_CHECK_S + 0.01)
-        times[0] += 0.050
-        times[1] += 0.004  # 4 ms of 54 ms: under a tenth, free again
-        counts.finished("t", 0, 0.0)
-        assert not counts.contended and counts.polling and len(readings) == 3
-        await asyncio.sleep(mod.CONTENTION_CHECK_S + 0.01)
-        counts.started()  # neither ran nor waited since: no evidence either way
-        assert not counts.contended and len(readings) == 4
+        await reading(0.050, 0.004, start=False)  # 4 ms of 54 ms: free again
+        assert not counts.contended and counts.polling
+        await reading(0.040, 0.010, start=True)
+        assert counts.contended
+        await asyncio.sleep(0)  # the running poller sees it at its next turn
+        await asyncio.sleep(0)
+        assert not counts.polling
+        # runnable 4 ms of 60 ms or more, half of it waiting: a thread that mostly slept
+        await reading(0.002, 0.002, start=False)
+        assert not counts.contended and counts.polling
+        await reading(0.0, 0.0, start=True)  # neither ran nor waited: not contended
+        assert not counts.contended
 
     asyncio.run(main())
 
 
-def test_thread_schedstat_reads_the_kernel_where_it_says(mod: ModuleType) -> None:
+def test_inflight_goes_on_when_the_cpu_times_cannot_be_read(mod: ModuleType) -> None:
+    """A reader that fails (the thread's file gone) does not fail the request event that
+    read it: contention is no longer checked, and polling follows the other rules."""
+
+    def gone() -> Tuple[float, float]:
+        raise FileNotFoundError("/proc/1/task/2/schedstat")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counts = mod.InFlight()
+        counts.poll_after(loop, 0.05)
+        counts.schedstat = gone
+        counts.started()
+        assert counts.count == 1 and counts.polling
+        assert counts.schedstat is None and not counts.contended
+        counts.finished("t", 0, 0.0)
+        assert counts.count == 0
+
+    asyncio.run(main())
+
+
+def test_thread_schedstat_reads_the_kernel_where_it_says(real_mod: ModuleType) -> None:
     """Linux with scheduler statistics: a reader of this thread's seconds on a CPU and
     waiting for one, never going back; elsewhere None (polling is then never
     contended)."""
     import os
     import threading
 
-    reader = mod.thread_schedstat()
+    reader = real_mod.thread_schedstat()
     if not os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/schedstat"):
         assert reader is None
         return

@@ -101,6 +101,10 @@ under 0.03 for one client on a quiet 2-CPU machine, polling or not; 0.2-0.4 with
 client processes or a CPU-bound neighbour)."""
 CONTENTION_CHECK_S = 0.05
 """Seconds between two readings of that wait (each about 10 us)."""
+CONTENTION_MIN_RUNNABLE = 0.2
+"""A reading counts only if the thread was runnable this share of the wall time since
+the last one; a thread that mostly slept waited mostly for wake-ups, which says little
+about contention, and polls little anyway (a reading like that clears ``contended``)."""
 
 
 def thread_schedstat() -> Optional[Callable[[], Tuple[float, float]]]:
@@ -179,6 +183,7 @@ class InFlight:
     says otherwise."""
     _next_check: cython.double
     _read: cython.bint
+    _read_at: cython.double
     _ran: cython.double
     _waited: cython.double
 
@@ -202,6 +207,7 @@ class InFlight:
         self.contended = False
         self._next_check = 0.0
         self._read = False
+        self._read_at = 0.0
         self._ran = 0.0
         self._waited = 0.0
 
@@ -218,22 +224,34 @@ class InFlight:
 
     def _check_contention(self, now: float) -> None:
         """Read the loop thread's CPU times; contended if, since the last reading, it
-        spent more than ``CONTENDED_WAIT`` of the time it was runnable waiting for a
-        CPU. (A share of runnable time, not of wall time: a thread that sleeps most of
-        the time waits little in all, however long each wake-up waits.)"""
+        was runnable at least ``CONTENTION_MIN_RUNNABLE`` of the wall time and spent
+        more than ``CONTENDED_WAIT`` of that waiting for a CPU. (A share of runnable
+        time, not of wall time: a thread that sleeps most of the time waits little in
+        all, however long each wake-up waits; and not for a thread that mostly slept,
+        whose waits were mostly for its wake-ups, or it would never poll again.)"""
         self._next_check = now + CONTENTION_CHECK_S
         if self.schedstat is None:
             return
-        ran, waited = self.schedstat()
+        try:
+            ran, waited = self.schedstat()
+        except (OSError, IndexError, ValueError) as e:  # the thread's file went away
+            log.debug("CPU times unreadable (%s): contention no longer checked", e)
+            self.schedstat = None
+            self.contended = False
+            return
         runnable = (ran - self._ran) + (waited - self._waited)
-        if self._read and runnable > 0.0:
-            busy = waited - self._waited > CONTENDED_WAIT * runnable
+        if self._read and now > self._read_at:
+            busy = (
+                runnable >= CONTENTION_MIN_RUNNABLE * (now - self._read_at)
+                and waited - self._waited > CONTENDED_WAIT * runnable
+            )
             if busy != self.contended:
                 self.contended = busy
                 log.debug(
                     "CPUs %s: polling %s", *(("contended", "off") if busy else ("free again", "on"))
                 )
         self._read = True
+        self._read_at = now
         self._ran = ran
         self._waited = waited
 
