@@ -26,6 +26,16 @@ def mod(real_mod: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return real_mod
 
 
+async def until_idle(counts: Any) -> Tuple[int, float]:
+    """Turn the loop until the poller stops (at most 5 s): the turns and seconds it took."""
+    turns = 0
+    t0 = time.perf_counter()
+    while counts.polling and time.perf_counter() - t0 < 5:
+        await asyncio.sleep(0)  # one loop turn; the poller queues itself again
+        turns += 1
+    return turns, time.perf_counter() - t0
+
+
 class FakeExchange:
     def __init__(self, log: List[Any], name: str) -> None:
         self.log = log
@@ -130,12 +140,7 @@ def test_inflight_polls_for_its_window_after_a_request_event(mod: ModuleType) ->
         assert counts.spin_s == 0.05 and not counts.polling
         counts.started()
         assert counts.polling
-        turns = 0
-        t0 = loop.time()
-        while counts.polling and loop.time() - t0 < 5:
-            await asyncio.sleep(0)  # one loop turn; the poller queues itself again
-            turns += 1
-        polled_for = loop.time() - t0
+        turns, polled_for = await until_idle(counts)
         assert not counts.polling
         assert 0.04 <= polled_for < 2.0 and turns > 10
         counts.finished("t", 0, 0.0)
@@ -159,10 +164,7 @@ def test_inflight_stops_polling_after_the_kind_of_event_whose_gaps_are_long(
     one short gap after an end makes ends poll again."""
 
     async def settle(counts: Any) -> float:
-        t0 = time.perf_counter()
-        while counts.polling and time.perf_counter() - t0 < 5:
-            await asyncio.sleep(0)
-        return time.perf_counter() - t0
+        return (await until_idle(counts))[1]
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -199,10 +201,8 @@ def test_inflight_yields_the_cpu_once_after_each_event(
         counts.poll_after(loop, 0.02)
         counts.started()
         counts.finished("t", 0, 0.0)  # two events before the first turn: one yield
-        turns = 0
-        while counts.polling:
-            await asyncio.sleep(0)
-            turns += 1
+        turns, _ = await until_idle(counts)
+        assert not counts.polling
         assert len(yields) == 1 and turns > 5
         counts.started()
         await asyncio.sleep(0)
@@ -233,14 +233,6 @@ def test_inflight_polls_only_while_it_waits_on_one_peer(mod: ModuleType) -> None
     a busy machine's clients need the CPU): a second start stops a running poller, an end
     that leaves one in flight does not start one, and the last end does."""
 
-    async def turns_until_idle(counts: Any) -> int:
-        turns = 0
-        t0 = time.perf_counter()
-        while counts.polling and time.perf_counter() - t0 < 5:
-            await asyncio.sleep(0)
-            turns += 1
-        return turns
-
     async def main() -> None:
         loop = asyncio.get_running_loop()
         counts = mod.InFlight()
@@ -249,7 +241,7 @@ def test_inflight_polls_only_while_it_waits_on_one_peer(mod: ModuleType) -> None
         assert counts.polling  # one in flight: waiting on its upstream
         counts.started()  # a second: the running poller ends at its next turn
         t0 = time.perf_counter()
-        assert await turns_until_idle(counts) <= 1
+        assert (await until_idle(counts))[0] <= 1
         assert time.perf_counter() - t0 < 0.25  # long before the 0.5 s window
         counts.finished("t", 0, 0.0)  # one still in flight: no poller
         assert not counts.polling
@@ -258,7 +250,7 @@ def test_inflight_polls_only_while_it_waits_on_one_peer(mod: ModuleType) -> None
         counts.started()
         counts.started()
         counts.finished("t", 0, 0.0)
-        assert await turns_until_idle(counts) <= 1
+        assert (await until_idle(counts))[0] <= 1
         assert counts.count == 1
 
     asyncio.run(main())

@@ -107,6 +107,10 @@ the last one; a thread that mostly slept waited mostly for wake-ups, which says 
 about contention, and polls little anyway (a reading like that clears ``contended``)."""
 
 
+_UNREADABLE = (OSError, IndexError, ValueError)
+"""What reading a schedstat file can raise: gone, or not the fields expected."""
+
+
 def thread_schedstat() -> Optional[Callable[[], Tuple[float, float]]]:
     """A reader of the calling thread's total time on a CPU and time runnable but
     waiting for one, in seconds (the first two fields of Linux's
@@ -122,7 +126,7 @@ def thread_schedstat() -> Optional[Callable[[], Tuple[float, float]]]:
 
     try:
         ran_and_waited()
-    except (OSError, IndexError, ValueError):
+    except _UNREADABLE:
         return None
     return ran_and_waited
 
@@ -182,7 +186,6 @@ class InFlight:
     ``CONTENDED_WAIT`` of the time it was runnable: polling is off until a reading
     says otherwise."""
     _next_check: cython.double
-    _read: cython.bint
     _read_at: cython.double
     _ran: cython.double
     _waited: cython.double
@@ -206,8 +209,7 @@ class InFlight:
         self.schedstat = None
         self.contended = False
         self._next_check = 0.0
-        self._read = False
-        self._read_at = 0.0
+        self._read_at = -1.0  # no reading yet
         self._ran = 0.0
         self._waited = 0.0
 
@@ -234,13 +236,13 @@ class InFlight:
             return
         try:
             ran, waited = self.schedstat()
-        except (OSError, IndexError, ValueError) as e:  # the thread's file went away
+        except _UNREADABLE as e:  # the thread's file went away
             log.debug("CPU times unreadable (%s): contention no longer checked", e)
             self.schedstat = None
             self.contended = False
             return
         runnable = (ran - self._ran) + (waited - self._waited)
-        if self._read and now > self._read_at:
+        if 0.0 <= self._read_at < now:
             busy = (
                 runnable >= CONTENTION_MIN_RUNNABLE * (now - self._read_at)
                 and waited - self._waited > CONTENDED_WAIT * runnable
@@ -250,7 +252,6 @@ class InFlight:
                 log.debug(
                     "CPUs %s: polling %s", *(("contended", "off") if busy else ("free again", "on"))
                 )
-        self._read = True
         self._read_at = now
         self._ran = ran
         self._waited = waited
